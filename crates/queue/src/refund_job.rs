@@ -1,0 +1,274 @@
+//! The ensure-refunds job (SPEC §3): plan the refunds once, then ask each provider.
+//!
+//! Planning is one fenced transaction: pay the fee invoices from the credit memo, allocate
+//! the rest, reserve every leg by conditional update, take each leg's credit-memo part off
+//! the credit memo, and write every leg as a `Draft` refund. After it commits, the refunds
+//! are fixed: a rescued run only drives the drafts that are left.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use refunds_domain::{
+    allocate, AllocationRequest, ObjectType, SequenceItem, SfId, SfResultCode, SummarySlot,
+};
+use refunds_gateway::{GatewayConfig, Outcome, Provider, Registry};
+use refunds_store::now_ms;
+use refunds_store::refunds::{
+    self as sql, NewProcessException, NewRefund, PaymentFunds, RefundWork,
+};
+use std::sync::Arc;
+
+use crate::settle::{finish_call, format_amount, request_for, start_call, Interaction, Then};
+use crate::{ms, EnsureRefunds, Job, JobContext, JobError, QueueConfig, ENSURE_REFUNDS};
+
+pub struct EnsureRefundsJob {
+    config: QueueConfig,
+    registry: Registry,
+}
+
+impl EnsureRefundsJob {
+    pub fn new(config: QueueConfig, registry: Registry) -> EnsureRefundsJob {
+        EnsureRefundsJob { config, registry }
+    }
+
+    async fn plan(&self, ctx: &JobContext, req: &EnsureRefunds) -> Result<(), JobError> {
+        let op_id = ctx.op.id.as_str();
+        let now = now_ms();
+        let mut tx = ctx.fenced().await?;
+        if sql::is_planned(tx.conn(), op_id).await? {
+            tx.rollback().await?;
+            return Ok(());
+        }
+        let funds = sql::order_funds(tx.conn(), ctx.db.backend(), &req.order_summary_id, true)
+            .await?
+            .ok_or_else(|| {
+                JobError::Failed(format!(
+                    "order summary {} no longer exists",
+                    req.order_summary_id
+                ))
+            })?;
+
+        let mut credit_memo_part = 0;
+        if let Some(cm_id) = &req.credit_memo_id {
+            let cm = sql::credit_memo(tx.conn(), cm_id)
+                .await?
+                .ok_or_else(|| JobError::Failed(format!("credit memo {cm_id} no longer exists")))?;
+            let mut balance = cm.balance;
+            for invoice in sql::invoices(tx.conn(), &req.invoices_to_pay).await? {
+                let pay = invoice.balance.min(balance);
+                if pay > 0 {
+                    let app_id = SfId::generate(ObjectType::CreditMemoInvApplication).into_string();
+                    sql::apply_credit_memo(
+                        tx.conn(),
+                        &app_id,
+                        cm_id,
+                        &invoice.id,
+                        pay,
+                        op_id,
+                        &funds.currency,
+                        now,
+                    )
+                    .await?;
+                    balance -= pay;
+                }
+            }
+            credit_memo_part = balance;
+        }
+
+        let payments_of: Vec<Vec<&PaymentFunds>> = funds
+            .summaries
+            .iter()
+            .map(|s| {
+                funds
+                    .payments
+                    .iter()
+                    .filter(|p| p.summary_id == s.id)
+                    .collect()
+            })
+            .collect();
+        let slots: Vec<SummarySlot> = funds
+            .summaries
+            .iter()
+            .zip(&payments_of)
+            .map(|(s, ps)| SummarySlot {
+                available: s.available,
+                payments: ps.iter().map(|p| p.refundable).collect(),
+            })
+            .collect();
+        let index: HashMap<&str, usize> = funds
+            .summaries
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.as_str(), i))
+            .collect();
+        let sequences: Vec<SequenceItem> = req
+            .sequences
+            .iter()
+            .filter_map(|s| {
+                index
+                    .get(s.order_payment_summary_id.as_str())
+                    .map(|&summary| SequenceItem {
+                        summary,
+                        amount: s.amount,
+                    })
+            })
+            .collect();
+        let allocation = allocate(&AllocationRequest {
+            credit_memo_amount: credit_memo_part,
+            excess_amount: req.excess_funds_amount,
+            sequences: &sequences,
+            allow_partial: req.allow_partial,
+            summaries: &slots,
+            rule: self.config.allocation_rule,
+        });
+
+        for (n, leg) in allocation.legs.iter().enumerate() {
+            let summary = &funds.summaries[leg.summary];
+            let payment = payments_of[leg.summary][leg.payment];
+            sql::reserve(tx.conn(), &summary.id, &payment.id, leg.amount, now).await?;
+            if leg.from_credit_memo > 0 {
+                if let Some(cm_id) = &req.credit_memo_id {
+                    sql::take_from_credit_memo(tx.conn(), cm_id, leg.from_credit_memo, now).await?;
+                }
+            }
+            let refund_id = SfId::generate(ObjectType::Refund).into_string();
+            sql::insert_refund(
+                tx.conn(),
+                &NewRefund {
+                    id: &refund_id,
+                    operation_id: op_id,
+                    leg: i64::try_from(n).unwrap_or(i64::MAX) + 1,
+                    summary_id: &summary.id,
+                    payment_id: &payment.id,
+                    gateway_id: &payment.gateway_id,
+                    amount: leg.amount,
+                    credit_memo_id: req
+                        .credit_memo_id
+                        .as_deref()
+                        .filter(|_| leg.from_credit_memo > 0),
+                    credit_memo_amount: leg.from_credit_memo,
+                    currency: &funds.currency,
+                    now,
+                },
+            )
+            .await?;
+        }
+
+        let short_cm = allocation.unallocated_credit_memo;
+        let short_excess = allocation.unallocated_excess;
+        let partial_by_request = req.allow_partial && !req.sequences.is_empty();
+        if short_cm + short_excess > 0 && !partial_by_request {
+            let pe_id = SfId::generate(ObjectType::ProcessException).into_string();
+            let message = format!(
+                "Only part of the refund could be allocated: {} is not available to refund on the order's payments",
+                format_amount(short_cm + short_excess, &funds.currency)
+            );
+            let description = format!(
+                "{} stays on the credit memo and {} of excess funds was not refunded.",
+                format_amount(short_cm, &funds.currency),
+                format_amount(short_excess, &funds.currency)
+            );
+            sql::insert_process_exception(
+                tx.conn(),
+                &NewProcessException {
+                    id: &pe_id,
+                    message: &message,
+                    description: &description,
+                    attached_to_id: req
+                        .credit_memo_id
+                        .as_deref()
+                        .unwrap_or(&req.order_summary_id),
+                    order_summary_id: &req.order_summary_id,
+                    operation_id: Some(op_id),
+                    priority: "High",
+                    now,
+                },
+            )
+            .await?;
+        }
+        sql::mark_planned(tx.conn(), op_id, now).await?;
+        tx.commit().await?;
+        tracing::info!(
+            operation = op_id,
+            legs = allocation.legs.len(),
+            "refunds planned"
+        );
+        Ok(())
+    }
+
+    fn provider_for(&self, w: &RefundWork) -> Result<Arc<dyn Provider>, String> {
+        if w.gateway_status != "Active" {
+            return Err(format!(
+                "payment gateway {} is {}",
+                w.gateway_id, w.gateway_status
+            ));
+        }
+        self.registry
+            .provider(&GatewayConfig {
+                provider_type: w.provider_type.clone(),
+                base_url: w.base_url.clone(),
+                credential_env: w.credential_env.clone(),
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    /// Asks the provider for one refund until the answer is final or unknown.
+    async fn drive(&self, ctx: &JobContext, w: &RefundWork) -> Result<(), JobError> {
+        let run = Some(&ctx.op);
+        let provider = match self.provider_for(w) {
+            Ok(p) => p,
+            Err(why) => {
+                let log_id = start_call(&ctx.db, run, w, Interaction::ReferencedRefund).await?;
+                let outcome = Outcome::bare(SfResultCode::PermanentFail, why);
+                finish_call(&ctx.db, run, w, &log_id, &outcome, false, 0, Then::Settle).await?;
+                return Ok(());
+            }
+        };
+        let request = request_for(w);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let log_id = start_call(&ctx.db, run, w, Interaction::ReferencedRefund).await?;
+            let started = Instant::now();
+            let outcome = provider.refund(&request).await;
+            let duration = ms(started.elapsed());
+            tracing::info!(
+                operation = %w.operation_id, refund = %w.id, amount = w.amount, attempt,
+                code = %outcome.code, duration_ms = duration, "provider refund call"
+            );
+            let then = match outcome.code {
+                SfResultCode::SystemError if attempt < self.config.provider_attempts => {
+                    Then::LogOnly
+                }
+                SfResultCode::Indeterminate => {
+                    Then::Reconcile(now_ms().saturating_add(ms(self.config.reconcile_delay)))
+                }
+                _ => Then::Settle,
+            };
+            finish_call(&ctx.db, run, w, &log_id, &outcome, false, duration, then).await?;
+            if then != Then::LogOnly {
+                return Ok(());
+            }
+            let pause = self.config.provider_backoff * 2u32.saturating_pow(attempt - 1);
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+#[async_trait]
+impl Job for EnsureRefundsJob {
+    fn job_type(&self) -> &'static str {
+        ENSURE_REFUNDS
+    }
+
+    async fn run(&self, ctx: &JobContext) -> Result<(), JobError> {
+        let req: EnsureRefunds =
+            serde_json::from_str(&ctx.op.payload).map_err(|e| JobError::Payload(e.to_string()))?;
+        self.plan(ctx, &req).await?;
+        for w in sql::drafts_of_operation(&ctx.db, &ctx.op.id).await? {
+            self.drive(ctx, &w).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,242 @@
+//! The worker loop: claim, run with a heartbeat, finish or schedule a retry.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use refunds_store::ops::{self, Claimed};
+use refunds_store::{now_ms, Backend, Db};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::{ms, reconcile, retry_delay_ms, Job, JobContext, QueueConfig};
+
+/// Runs background operations for one process.
+#[derive(Clone)]
+pub struct Runner {
+    db: Db,
+    config: QueueConfig,
+    jobs: Arc<HashMap<&'static str, Arc<dyn Job>>>,
+    worker_id: String,
+    registry: refunds_gateway::Registry,
+}
+
+impl Runner {
+    pub fn new(db: Db, config: QueueConfig, registry: refunds_gateway::Registry) -> Runner {
+        let worker_id = format!(
+            "worker-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let mut runner = Runner {
+            db,
+            config,
+            jobs: Arc::new(HashMap::new()),
+            worker_id,
+            registry,
+        };
+        let refund_job =
+            crate::EnsureRefundsJob::new(runner.config.clone(), runner.registry.clone());
+        runner.register(Arc::new(refund_job));
+        runner
+    }
+
+    /// Adds a job type (tests add their own to exercise the queue itself).
+    pub fn register(&mut self, job: Arc<dyn Job>) {
+        let mut jobs: HashMap<_, _> = self.jobs.as_ref().clone();
+        jobs.insert(job.job_type(), job);
+        self.jobs = Arc::new(jobs);
+    }
+
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// Claims what is runnable now (up to the free capacity) and runs it to the end.
+    /// Returns how many operations ran. Used by the loop and by tests.
+    pub async fn run_once(&self) -> Result<usize, refunds_store::StoreError> {
+        let claimed = self.claim(self.config.concurrency).await?;
+        let n = claimed.len();
+        let mut set = JoinSet::new();
+        for op in claimed {
+            let this = self.clone();
+            set.spawn(async move { this.execute(op).await });
+        }
+        while set.join_next().await.is_some() {}
+        Ok(n)
+    }
+
+    async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, refunds_store::StoreError> {
+        ops::claim(
+            &self.db,
+            &self.worker_id,
+            &format!("refunds://{}", self.worker_id),
+            i64::try_from(limit).unwrap_or(i64::MAX),
+            ms(self.config.lease),
+            now_ms(),
+        )
+        .await
+    }
+
+    /// Runs until `shutdown` turns true: operations up to `concurrency` at once, plus the
+    /// reconciliation of unknown refund outcomes. Work in flight finishes before it returns.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        if self.db.backend() == Backend::Postgres {
+            tokio::spawn(forward_notifications(self.db.clone(), shutdown.clone()));
+        }
+        tokio::spawn(reconcile::run(
+            self.db.clone(),
+            self.config.clone(),
+            self.registry.clone(),
+            shutdown.clone(),
+        ));
+        let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let wakeup = self.db.wakeup();
+        let mut running = JoinSet::new();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let free = permits.available_permits();
+            let mut claimed_any = false;
+            if free > 0 {
+                match self.claim(free).await {
+                    Ok(ops) => {
+                        claimed_any = !ops.is_empty();
+                        for op in ops {
+                            let Ok(permit) = permits.clone().acquire_owned().await else {
+                                break;
+                            };
+                            let this = self.clone();
+                            running.spawn(async move {
+                                this.execute(op).await;
+                                drop(permit);
+                            });
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "claiming background operations failed"),
+                }
+            }
+            while running.try_join_next().is_some() {}
+            if claimed_any && permits.available_permits() > 0 {
+                continue;
+            }
+            let sleep = self.idle_sleep().await;
+            tokio::select! {
+                _ = wakeup.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = shutdown.changed() => {}
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+            }
+        }
+        while running.join_next().await.is_some() {}
+    }
+
+    /// Sleep until the next known due time, but never longer than the poll interval.
+    async fn idle_sleep(&self) -> Duration {
+        let poll = self.config.poll_interval;
+        match ops::next_due(&self.db).await {
+            Ok(Some(due)) => {
+                let wait = u64::try_from(due.saturating_sub(now_ms())).unwrap_or(0);
+                poll.min(Duration::from_millis(wait.max(5)))
+            }
+            _ => poll,
+        }
+    }
+
+    /// One run of one claimed operation.
+    async fn execute(&self, op: Claimed) {
+        let Some(job) = self.jobs.get(op.ty.as_str()).cloned() else {
+            tracing::error!(operation = %op.id, ty = %op.ty, "no job registered for this operation type");
+            let _ = ops::fail(
+                &self.db,
+                &op.id,
+                op.lease_token,
+                "no worker can run this operation type",
+                None,
+                now_ms(),
+            )
+            .await;
+            return;
+        };
+        let heartbeat = tokio::spawn(heartbeat(self.db.clone(), op.clone(), self.config.lease));
+        let ctx = JobContext {
+            db: self.db.clone(),
+            op: op.clone(),
+        };
+        let started = std::time::Instant::now();
+        let result = job.run(&ctx).await;
+        heartbeat.abort();
+        let now = now_ms();
+        let finished = match &result {
+            Ok(()) => {
+                tracing::info!(operation = %op.id, ms = started.elapsed().as_millis() as u64, "operation complete");
+                ops::complete(&self.db, &op.id, op.lease_token, now).await
+            }
+            Err(e) if e.lease_lost() => {
+                tracing::warn!(operation = %op.id, "lease lost; another worker has taken this operation over");
+                return;
+            }
+            Err(e) => {
+                let retry = (op.retry_count < op.retry_limit)
+                    .then(|| retry_delay_ms(op.retry_count + 1, op.retry_backoff_ms));
+                tracing::error!(operation = %op.id, error = %e, retry_in_ms = ?retry, "operation failed");
+                ops::fail(&self.db, &op.id, op.lease_token, &e.to_string(), retry, now).await
+            }
+        };
+        if let Err(e) = finished {
+            tracing::warn!(operation = %op.id, error = %e, "could not record the end of the operation");
+        }
+    }
+}
+
+async fn heartbeat(db: Db, op: Claimed, lease: Duration) {
+    let every = (lease / 3).max(Duration::from_millis(10));
+    loop {
+        tokio::time::sleep(every).await;
+        match ops::heartbeat(&db, &op.id, op.lease_token, ms(lease), now_ms()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(operation = %op.id, "heartbeat found the lease gone");
+                return;
+            }
+            Err(e) => tracing::warn!(operation = %op.id, error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+/// PostgreSQL: turns NOTIFYs from any process's enqueue into wake-ups of this process.
+/// If the listener fails, polling still finds the work.
+async fn forward_notifications(db: Db, mut shutdown: watch::Receiver<bool>) {
+    let wakeup = db.wakeup();
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect(db.url()).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot LISTEN for new operations; polling only");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(refunds_store::db::WAKE_CHANNEL).await {
+            tracing::warn!(error = %e, "LISTEN failed; polling only");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            continue;
+        }
+        loop {
+            tokio::select! {
+                n = listener.recv() => match n {
+                    Ok(_) => wakeup.notify_one(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                        break;
+                    }
+                },
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Writing down a provider interaction: the `Initiated` log row before the call, and the
+//! answer after it, with whatever the answer does to the money. Shared by the refund job
+//! and by reconciliation.
+
+use refunds_domain::{Currency, Money, ObjectType, SfId, SfResultCode};
+use refunds_gateway::{Outcome, RefundRequest};
+use refunds_store::ops::{self, Claimed};
+use refunds_store::refunds::{
+    self as sql, NewLog, NewProcessException, ProviderAnswer, RefundWork,
+};
+use refunds_store::{now_ms, Db, Tx};
+
+use crate::JobError;
+
+/// Opens a transaction, fenced by the run's lease when there is a run.
+pub(crate) async fn begin(db: &Db, run: Option<&Claimed>) -> Result<Tx, JobError> {
+    let mut tx = db.begin().await?;
+    if let Some(op) = run {
+        ops::fence(tx.conn(), &op.id, op.lease_token, now_ms()).await?;
+    }
+    Ok(tx)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Interaction {
+    ReferencedRefund,
+    RefundLookup,
+}
+
+impl Interaction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Interaction::ReferencedRefund => "ReferencedRefund",
+            Interaction::RefundLookup => "RefundLookup",
+        }
+    }
+}
+
+pub(crate) fn request_for(w: &RefundWork) -> RefundRequest {
+    RefundRequest {
+        idempotency_key: w.id.clone(),
+        payment_ref: w.payment_ref.clone(),
+        amount: w.amount,
+        currency: w.currency.clone(),
+        operation_id: w.operation_id.clone(),
+    }
+}
+
+/// Writes the `Initiated` log row (and counts the attempt) before a provider call.
+pub(crate) async fn start_call(
+    db: &Db,
+    run: Option<&Claimed>,
+    w: &RefundWork,
+    interaction: Interaction,
+) -> Result<String, JobError> {
+    let log_id = SfId::generate(ObjectType::PaymentGatewayLog).into_string();
+    let now = now_ms();
+    let request = serde_json::json!({
+        "idempotencyKey": w.id,
+        "paymentRef": w.payment_ref,
+        "amount": w.amount,
+        "currency": w.currency,
+    })
+    .to_string();
+    let mut tx = begin(db, run).await?;
+    if interaction == Interaction::ReferencedRefund {
+        sql::count_attempt(tx.conn(), &w.id, now).await?;
+    }
+    sql::insert_log(
+        tx.conn(),
+        &NewLog {
+            id: &log_id,
+            interaction_type: interaction.as_str(),
+            interaction_status: "Initiated",
+            sf_ref_number: &w.id,
+            request: Some(&request),
+            refund_id: &w.id,
+            summary_id: &w.summary_id,
+            gateway_id: &w.gateway_id,
+            is_notification: false,
+            currency: &w.currency,
+            now,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(log_id)
+}
+
+/// What to do with an answer besides logging it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Then {
+    /// The answer is final: settle the refund (success or failure).
+    Settle,
+    /// Only log it (a repeat or another lookup follows).
+    LogOnly,
+    /// Unknown outcome: keep the money reserved and look the refund up at this time.
+    Reconcile(i64),
+}
+
+fn interaction_status(code: SfResultCode, not_found: bool) -> &'static str {
+    match code {
+        _ if not_found => "NoOp",
+        SfResultCode::Success => "Success",
+        SfResultCode::Indeterminate => "Timeout",
+        _ => "Failed",
+    }
+}
+
+/// Records an answer in one transaction: the log row, and per `then` the refund's new
+/// state and its money. Returns false if the refund had already been settled elsewhere.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn finish_call(
+    db: &Db,
+    run: Option<&Claimed>,
+    w: &RefundWork,
+    log_id: &str,
+    outcome: &Outcome,
+    not_found: bool,
+    duration_ms: i64,
+    then: Then,
+) -> Result<bool, JobError> {
+    let now = now_ms();
+    let answer = ProviderAnswer {
+        interaction_status: interaction_status(outcome.code, not_found),
+        sf_result_code: outcome.code.as_str(),
+        gateway_result_code: outcome.gateway_result_code.as_deref(),
+        gateway_message: outcome.message.as_deref(),
+        gateway_ref_number: outcome.gateway_ref.as_deref(),
+        gateway_date: outcome.gateway_date_ms,
+        request: outcome.raw_request.as_deref(),
+        response: outcome.raw_response.as_deref(),
+        duration_ms,
+    };
+    let mut tx = begin(db, run).await?;
+    sql::finish_log(tx.conn(), log_id, &w.summary_id, &answer, now).await?;
+    let mut settled = true;
+    match then {
+        Then::LogOnly => {}
+        Then::Reconcile(at) => sql::start_reconciliation(tx.conn(), &w.id, at, now).await?,
+        Then::Settle if outcome.code == SfResultCode::Success => {
+            let line_id = SfId::generate(ObjectType::RefundLinePayment).into_string();
+            settled =
+                sql::settle_success(tx.conn(), w, &answer, outcome.settles_later, &line_id, now)
+                    .await?;
+        }
+        Then::Settle => {
+            let pe_id = SfId::generate(ObjectType::ProcessException).into_string();
+            let message = failure_message(w, outcome);
+            let description = format!(
+                "Refund {} (ClientContext {}:{}) was not made; the reservation was released{}. Gateway log {}.",
+                w.id,
+                w.operation_id,
+                w.leg,
+                if w.credit_memo_amount > 0 { " and the credit memo balance restored" } else { "" },
+                log_id
+            );
+            let exception = NewProcessException {
+                id: &pe_id,
+                message: &message,
+                description: &description,
+                attached_to_id: &w.id,
+                order_summary_id: &w.order_summary_id,
+                operation_id: Some(&w.operation_id),
+                priority: "High",
+                now,
+            };
+            settled = sql::settle_failure(tx.conn(), w, &answer, &exception, now).await?;
+        }
+    }
+    if settled {
+        tx.commit().await?;
+    } else {
+        // Someone settled this refund first; keep our log line, change no money.
+        tx.rollback().await?;
+        let mut tx = begin(db, run).await?;
+        sql::finish_log(tx.conn(), log_id, &w.summary_id, &answer, now).await?;
+        tx.commit().await?;
+    }
+    Ok(settled)
+}
+
+pub(crate) fn format_amount(amount: i64, currency: &str) -> String {
+    match Currency::parse(currency) {
+        Ok(c) => format!("{} {}", Money::from_minor(amount, c), currency),
+        Err(_) => format!("{amount} minor units of {currency}"),
+    }
+}
+
+fn failure_message(w: &RefundWork, outcome: &Outcome) -> String {
+    let mut message = format!(
+        "Refund of {} to payment {} failed: {}",
+        format_amount(w.amount, &w.currency),
+        w.payment_id,
+        outcome.code
+    );
+    if let Some(code) = &outcome.gateway_result_code {
+        message.push_str(&format!(" ({code})"));
+    }
+    if let Some(text) = &outcome.message {
+        message.push_str(&format!(": {text}"));
+    }
+    message
+}

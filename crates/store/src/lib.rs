@@ -1,0 +1,44 @@
+//! Storage for `refunds`: one database holds the business records (order summaries,
+//! payments, credit memos, refunds, gateway logs, process exceptions) *and* the queue of
+//! background operations, so an operation commits in the same transaction as the checks
+//! that admitted it.
+//!
+//! Both backends, SQLite (embedded default) and PostgreSQL, go through sqlx's `Any`
+//! driver with runtime-checked queries. The SQL is written once in the dialect both speak
+//! (`$n` parameters, `RETURNING`, `ON CONFLICT`, BIGINT minor units and millisecond
+//! timestamps); the few statements that must differ (claiming work, waking workers) branch
+//! on [`Backend`] right where they are written.
+//!
+//! This crate never decides business rules (what to refund, how much): it offers the
+//! statements, each guarded so that a wrong caller cannot break an invariant — a reservation
+//! is a conditional update, every write of a running operation is fenced by its lease.
+
+pub mod db;
+pub mod ops;
+pub mod records;
+pub mod refunds;
+pub mod schema;
+
+pub use db::{now_ms, Backend, Db, Tx};
+pub use schema::{FieldDef, FieldKind, ObjectDef};
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("unsupported database url (expected sqlite:… or postgres://…)")]
+    UnsupportedUrl,
+    /// The operation's lease was taken over by another worker (or it finished): this
+    /// worker must stop writing for it.
+    #[error("lease on background operation {0} was lost")]
+    LeaseLost(String),
+    /// A row that must exist (by an invariant of the caller) does not.
+    #[error("{0} not found")]
+    Missing(String),
+    /// Stored data that violates the schema's own rules.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
