@@ -1,1 +1,135 @@
-pub fn _placeholder() {}
+//! The HTTP API: Salesforce-compatible routes, request validation and the Salesforce JSON
+//! shapes, which live only here.
+//!
+//! Routes stay thin: they parse raw input into validated values in one step, run one
+//! transaction, and render. The API never calls a payment provider and never changes a
+//! refund's money itself: it records requests; workers act on them.
+
+mod body;
+mod ensure_refunds;
+mod error;
+mod render;
+mod sobjects;
+mod version;
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use refunds_queue::QueueConfig;
+use refunds_store::Db;
+use serde_json::json;
+
+pub use error::{json_response, ApiError};
+pub use version::ApiVersion;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub queue: QueueConfig,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_ttl: Duration,
+}
+
+impl AppState {
+    pub fn new(db: Db, queue: QueueConfig) -> AppState {
+        AppState {
+            db,
+            queue,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let data = Router::new()
+        .route("/{version}", get(resources))
+        .route("/{version}/sobjects/{ty}", post(sobjects::create))
+        .route("/{version}/sobjects/{ty}/{id}", get(sobjects::read).patch(sobjects::update))
+        .route(
+            "/{version}/commerce/order-management/order-summaries/{id}/async-actions/ensure-refunds-async",
+            post(ensure_refunds::ensure_refunds),
+        )
+        .route(
+            "/{version}/commerce/order-management/order-payment-summaries",
+            post(sobjects::create_order_payment_summary),
+        );
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/services/data", get(versions))
+        .nest("/services/data", data)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        "HTTP method not allowed for this resource",
+    )
+}
+
+/// One log line per request: method, path (never the query: it may carry data), status, time.
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    tracing::info!(
+        %method, %path, status = response.status().as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1000.0, "request"
+    );
+    response
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    if state.db.is_migrated().await {
+        json_response(StatusCode::OK, &json!({"status": "ok"}))
+    } else {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "migrating"}),
+        )
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    healthz(State(state)).await
+}
+
+async fn versions() -> Response {
+    let list: Vec<_> = (version::OLDEST..=version::NEWEST)
+        .map(|v| {
+            let v = ApiVersion(v);
+            json!({"label": v.label(), "url": format!("/services/data/{}", v.segment()), "version": format!("{}.0", v.0)})
+        })
+        .collect();
+    json_response(StatusCode::OK, &serde_json::Value::Array(list))
+}
+
+async fn resources(
+    axum::extract::Path(version): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let v = ApiVersion::parse(&version)?;
+    let base = format!("/services/data/{}", v.segment());
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "sobjects": format!("{base}/sobjects"),
+            "commerce": format!("{base}/commerce"),
+        }),
+    ))
+}

@@ -1,1 +1,211 @@
-fn main() {}
+//! The `refunds` binary: command line, configuration and wiring. No business logic lives
+//! here.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use refunds_api::{router, AppState};
+use refunds_domain::AllocationRule;
+use refunds_gateway::{Registry, SimulatorConfig};
+use refunds_queue::{QueueConfig, Runner};
+use refunds_store::Db;
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(
+    name = "refunds",
+    version,
+    about = "Ensures refunds: a Salesforce-compatible refund service"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API and the workers in one process.
+    Serve {
+        #[arg(long, env = "REFUNDS_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run workers only (several processes may share one PostgreSQL database).
+    Worker {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[arg(
+            long,
+            env = "REFUNDS_DATABASE_URL",
+            default_value = "sqlite:refunds.db"
+        )]
+        database_url: String,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// `sqlite:PATH` (created if missing) or `postgres://…`.
+    #[arg(
+        long,
+        env = "REFUNDS_DATABASE_URL",
+        default_value = "sqlite:refunds.db"
+    )]
+    database_url: String,
+    /// Background operations run at once by this process.
+    #[arg(long, env = "REFUNDS_WORKERS", default_value_t = 32)]
+    workers: usize,
+    /// `smallest-covering` (current Salesforce rule) or `largest-first` (older Flow rule).
+    #[arg(long, env = "REFUNDS_ALLOCATION", default_value = "smallest-covering")]
+    allocation: String,
+    /// A worker's lease on an operation; a silent worker's operations are rescued after it.
+    #[arg(long, env = "REFUNDS_LEASE_MS", default_value_t = 30_000)]
+    lease_ms: u64,
+    /// RetryLimit of new operations (retries after an internal error).
+    #[arg(long, env = "REFUNDS_RETRY_LIMIT", default_value_t = 3)]
+    retry_limit: i64,
+    /// RetryBackoff of new operations: the n-th retry waits (2^n - 1) x this.
+    #[arg(long, env = "REFUNDS_RETRY_BACKOFF_MS", default_value_t = 1_000)]
+    retry_backoff_ms: u64,
+    /// Provider calls per refund while the provider cannot be reached.
+    #[arg(long, env = "REFUNDS_PROVIDER_ATTEMPTS", default_value_t = 4)]
+    provider_attempts: u32,
+    /// Pause before repeating a call that could not reach the provider (doubles each time).
+    #[arg(long, env = "REFUNDS_PROVIDER_BACKOFF_MS", default_value_t = 200)]
+    provider_backoff_ms: u64,
+    /// First lookup of a refund whose outcome is unknown.
+    #[arg(long, env = "REFUNDS_RECONCILE_DELAY_MS", default_value_t = 5_000)]
+    reconcile_delay_ms: u64,
+    /// When to stop looking up an unknown refund and raise a process exception.
+    #[arg(
+        long,
+        env = "REFUNDS_RECONCILE_GIVE_UP_MS",
+        default_value_t = 86_400_000
+    )]
+    reconcile_give_up_ms: u64,
+    /// Latency added to every call of the built-in simulator provider.
+    #[arg(long, env = "REFUNDS_SIMULATOR_LATENCY_MS", default_value_t = 0)]
+    simulator_latency_ms: u64,
+}
+
+impl Common {
+    fn queue_config(&self) -> anyhow::Result<QueueConfig> {
+        let allocation: AllocationRule = self.allocation.parse().map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(self.workers > 0, "--workers must be at least 1");
+        anyhow::ensure!(self.lease_ms >= 100, "--lease-ms must be at least 100");
+        Ok(QueueConfig {
+            concurrency: self.workers,
+            lease: Duration::from_millis(self.lease_ms),
+            retry_limit: self.retry_limit.max(0),
+            retry_backoff: Duration::from_millis(self.retry_backoff_ms),
+            provider_attempts: self.provider_attempts.max(1),
+            provider_backoff: Duration::from_millis(self.provider_backoff_ms),
+            reconcile_delay: Duration::from_millis(self.reconcile_delay_ms),
+            reconcile_give_up: Duration::from_millis(self.reconcile_give_up_ms),
+            allocation_rule: allocation,
+            ..QueueConfig::default()
+        })
+    }
+
+    fn registry(&self) -> Registry {
+        Registry::new(SimulatorConfig {
+            latency: Duration::from_millis(self.simulator_latency_ms),
+        })
+    }
+}
+
+async fn open(url: &str) -> anyhow::Result<Db> {
+    let db = Db::connect(url).await.context("cannot open the database")?;
+    db.migrate().await.context("cannot migrate the database")?;
+    Ok(db)
+}
+
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(t) => t,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        let _ = tx.send(true);
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down: finishing work in flight");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Migrate { database_url } => {
+            open(&database_url).await?;
+            println!("database migrated");
+        }
+        Command::Worker { common } => {
+            let db = open(&common.database_url).await?;
+            let runner = Runner::new(db, common.queue_config()?, common.registry());
+            tracing::info!(worker = runner.worker_id(), "worker started");
+            runner.run(shutdown_signal()).await;
+        }
+        Command::Serve { listen, common } => {
+            let db = open(&common.database_url).await?;
+            let queue = common.queue_config()?;
+            let shutdown = shutdown_signal();
+            let runner = Runner::new(db.clone(), queue.clone(), common.registry());
+            let workers = tokio::spawn(runner.run(shutdown.clone()));
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            tracing::info!(address = %listener.local_addr()?, backend = ?db.backend(), "refunds is serving");
+            let mut stop = shutdown.clone();
+            axum::serve(listener, router(AppState::new(db, queue)))
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await?;
+            workers.await?;
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("REFUNDS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|rt| rt.block_on(run(cli)));
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        for cause in e.chain().skip(1) {
+            eprintln!("  caused by: {cause}");
+        }
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,401 @@
+//! `POST …/order-summaries/{id}/async-actions/ensure-refunds-async` (SPEC §1.1).
+//!
+//! Every check runs in the same transaction that enqueues the operation, so a 201 means
+//! the request is durable and was valid against what was committed when it was admitted.
+
+use std::collections::HashSet;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use refunds_domain::{Currency, ObjectType, SfId};
+use refunds_queue::{enqueue_ensure_refunds, EnsureRefunds, SequencePayload};
+use refunds_store::records;
+use refunds_store::refunds as sql;
+use refunds_store::{now_ms, Tx};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::body;
+use crate::error::{json_response, ApiError};
+use crate::version::ApiVersion;
+use crate::AppState;
+
+/// Fields of the input and the version that introduced each.
+const FIELDS: &[(&str, u32)] = &[
+    ("creditMemoId", 48),
+    ("excessFundsAmount", 49),
+    ("invoicesToPay", 56),
+    ("sequences", 56),
+    ("isAllowPartial", 56),
+    ("isReservedBalanceAmountConsidered", 59),
+];
+
+/// The request after the checks that need no database.
+struct Input {
+    credit_memo_id: Option<SfId>,
+    excess_funds: Option<Value>,
+    invoices: Vec<SfId>,
+    sequences: Vec<(SfId, Value)>,
+    allow_partial: bool,
+}
+
+fn invalid_input(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request("INVALID_INPUT", message)
+}
+
+fn parse_input(bytes: &[u8], version: ApiVersion) -> Result<Input, ApiError> {
+    let map = body::object(bytes)?;
+    for key in map.keys() {
+        match FIELDS.iter().find(|(name, _)| name == key) {
+            None => {
+                return Err(ApiError::json_parser(format!(
+                    "Unrecognized field \"{key}\""
+                )))
+            }
+            Some((_, since)) if *since > version.0 => {
+                return Err(ApiError::json_parser(format!(
+                    "Unrecognized field \"{key}\": available from API version {since}.0"
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    let present = |k: &str| map.get(k).filter(|v| !v.is_null());
+    let credit_memo_id = present("creditMemoId")
+        .map(|v| {
+            body::string("creditMemoId", v)
+                .and_then(|s| body::id("creditMemoId", s, ObjectType::CreditMemo))
+        })
+        .transpose()?;
+    let excess_funds = present("excessFundsAmount").cloned();
+    if let Some(v) = &excess_funds {
+        if body::number_text(v).is_none() {
+            return Err(ApiError::json_parser(
+                "Cannot deserialize excessFundsAmount: expected a number",
+            ));
+        }
+    }
+    let mut invoices = Vec::new();
+    for item in array(&map, "invoicesToPay")? {
+        let obj = item_object(item, "invoicesToPay", &["invoiceId"])?;
+        let raw = obj
+            .get("invoiceId")
+            .filter(|v| !v.is_null())
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "REQUIRED_FIELD_MISSING",
+                    "invoicesToPay: invoiceId is required",
+                )
+            })?;
+        invoices.push(body::id(
+            "invoiceId",
+            body::string("invoiceId", raw)?,
+            ObjectType::Invoice,
+        )?);
+    }
+    let mut sequences = Vec::new();
+    for item in array(&map, "sequences")? {
+        let obj = item_object(item, "sequences", &["orderPaymentSummaryId", "amount"])?;
+        let raw = obj
+            .get("orderPaymentSummaryId")
+            .filter(|v| !v.is_null())
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "REQUIRED_FIELD_MISSING",
+                    "sequences: orderPaymentSummaryId is required",
+                )
+            })?;
+        let ops = body::id(
+            "orderPaymentSummaryId",
+            body::string("orderPaymentSummaryId", raw)?,
+            ObjectType::OrderPaymentSummary,
+        )?;
+        let amount = obj.get("amount").filter(|v| !v.is_null()).ok_or_else(|| {
+            ApiError::bad_request("REQUIRED_FIELD_MISSING", "sequences: amount is required")
+        })?;
+        if body::number_text(amount).is_none() {
+            return Err(ApiError::json_parser(
+                "Cannot deserialize sequences.amount: expected a number",
+            ));
+        }
+        sequences.push((ops, amount.clone()));
+    }
+    let allow_partial = boolean(&map, "isAllowPartial")?;
+    boolean(&map, "isReservedBalanceAmountConsidered")?;
+    if credit_memo_id.is_none() && excess_funds.is_none() {
+        return Err(ApiError::bad_request(
+            "REQUIRED_FIELD_MISSING",
+            "Specify a creditMemoId, an excessFundsAmount, or both",
+        ));
+    }
+    if credit_memo_id.is_none() && !invoices.is_empty() {
+        return Err(invalid_input(
+            "invoicesToPay are paid from a credit memo: specify creditMemoId",
+        ));
+    }
+    Ok(Input {
+        credit_memo_id,
+        excess_funds,
+        invoices,
+        sequences,
+        allow_partial,
+    })
+}
+
+fn array<'a>(map: &'a Map<String, Value>, key: &str) -> Result<&'a [Value], ApiError> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(items)) => Ok(items),
+        Some(_) => Err(ApiError::json_parser(format!(
+            "Cannot deserialize {key}: expected an array"
+        ))),
+    }
+}
+
+fn item_object<'a>(
+    item: &'a Value,
+    list: &str,
+    allowed: &[&str],
+) -> Result<&'a Map<String, Value>, ApiError> {
+    let obj = item.as_object().ok_or_else(|| {
+        ApiError::json_parser(format!("Cannot deserialize {list}: expected objects"))
+    })?;
+    if let Some(key) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::json_parser(format!(
+            "Unrecognized field \"{key}\" in {list}"
+        )));
+    }
+    Ok(obj)
+}
+
+fn boolean(map: &Map<String, Value>, key: &str) -> Result<bool, ApiError> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ApiError::json_parser(format!(
+            "Cannot deserialize {key}: expected true or false"
+        ))),
+    }
+}
+
+fn created(operation_id: &str) -> Response {
+    json_response(
+        StatusCode::CREATED,
+        &json!({"backgroundOperationId": operation_id, "errors": [], "success": true}),
+    )
+}
+
+pub async fn ensure_refunds(
+    State(state): State<AppState>,
+    Path((version, order_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    handle(state, &version, &order_id, &headers, &bytes)
+        .await
+        .map_err(ApiError::with_output)
+}
+
+async fn handle(
+    state: AppState,
+    version: &str,
+    order_id: &str,
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> Result<Response, ApiError> {
+    let version = ApiVersion::parse(version)?;
+    let order_id = body::id("orderSummaryId", order_id, ObjectType::OrderSummary)?;
+    let input = parse_input(bytes, version)?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => match v.to_str().map(str::trim) {
+            Ok(k) if !k.is_empty() && k.len() <= 255 => Some(k.to_string()),
+            _ => {
+                return Err(invalid_input(
+                    "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                ))
+            }
+        },
+    };
+    let hash = {
+        let mut h = Sha256::new();
+        h.update(order_id.as_str().as_bytes());
+        h.update(b"\n");
+        h.update(bytes);
+        hex::encode(h.finalize())
+    };
+
+    let now = now_ms();
+    let mut tx = state.db.begin().await?;
+    if let Some(key) = &key {
+        let cutoff = now - i64::try_from(state.idempotency_ttl.as_millis()).unwrap_or(i64::MAX);
+        if let Some(seen) = records::idempotency_key(tx.conn(), key, cutoff).await? {
+            tx.rollback().await?;
+            return replay(&seen, &hash);
+        }
+    }
+    let request = validate(&mut tx, &state, &order_id, input).await?;
+    let operation_id = SfId::generate(ObjectType::BackgroundOperation).into_string();
+    enqueue_ensure_refunds(
+        &mut tx,
+        state.db.backend(),
+        &state.queue,
+        &operation_id,
+        &request,
+        now,
+    )
+    .await?;
+    if let Some(key) = &key {
+        if !records::remember_idempotency_key(tx.conn(), key, &hash, &operation_id, now).await? {
+            // A concurrent request with the same key won: answer as it did.
+            tx.rollback().await?;
+            let mut tx = state.db.begin().await?;
+            let seen = records::idempotency_key(tx.conn(), key, 0).await?;
+            tx.rollback().await?;
+            return match seen {
+                Some(seen) => replay(&seen, &hash),
+                None => Err(ApiError::internal(&"idempotency key vanished")),
+            };
+        }
+    }
+    tx.commit().await?;
+    tracing::info!(operation = %operation_id, order_summary = %order_id, "ensure-refunds operation enqueued");
+    Ok(created(&operation_id))
+}
+
+fn replay(seen: &records::IdempotencyRecord, hash: &str) -> Result<Response, ApiError> {
+    if seen.request_hash == hash {
+        Ok(created(&seen.operation_id))
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "IDEMPOTENCY_KEY_REUSED",
+            "This Idempotency-Key was already used with a different request",
+        ))
+    }
+}
+
+/// The checks that read the database (SPEC §1.1 table), in the enqueue transaction.
+async fn validate(
+    tx: &mut Tx,
+    state: &AppState,
+    order_id: &SfId,
+    input: Input,
+) -> Result<EnsureRefunds, ApiError> {
+    let order = records::order_summary_head(tx.conn(), order_id.as_str())
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    if order.life_cycle_type == "UNMANAGED" {
+        return Err(invalid_input(format!(
+            "Order summary {order_id} is UNMANAGED; refunds are only ensured for MANAGED order summaries"
+        )));
+    }
+    let currency = Currency::parse(&order.currency).map_err(|e| ApiError::internal(&e))?;
+    let excess = match &input.excess_funds {
+        None => 0,
+        Some(v) => {
+            let amount = body::amount("excessFundsAmount", v, currency).map_err(invalid_input)?;
+            if amount <= 0 {
+                return Err(invalid_input("excessFundsAmount must be greater than 0"));
+            }
+            amount
+        }
+    };
+    let funds = sql::order_funds(tx.conn(), state.db.backend(), order_id.as_str(), false)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+
+    let mut credit_memo_part = 0i64;
+    if let Some(cm_id) = &input.credit_memo_id {
+        let cm = sql::credit_memo(tx.conn(), cm_id.as_str())
+            .await?
+            .filter(|cm| cm.reference_entity_id == order_id.as_str())
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "INVALID_ID_FIELD",
+                    format!("Credit memo {cm_id} does not belong to order summary {order_id}"),
+                )
+                .field("creditMemoId")
+            })?;
+        if cm.status == "Canceled" || cm.status == "Error" {
+            return Err(invalid_input(format!(
+                "Credit memo {cm_id} has status {} and cannot be refunded",
+                cm.status
+            )));
+        }
+        if cm.balance == 0 && input.excess_funds.is_none() {
+            return Err(invalid_input(format!(
+                "Credit memo {cm_id} has no balance left to refund"
+            )));
+        }
+        let mut wanted: Vec<String> = Vec::new();
+        let mut seen = HashSet::new();
+        for id in &input.invoices {
+            if seen.insert(id.as_str()) {
+                wanted.push(id.as_str().to_string());
+            }
+        }
+        let invoices = sql::invoices(tx.conn(), &wanted).await?;
+        if let Some(missing) = wanted.iter().find(|id| {
+            !invoices
+                .iter()
+                .any(|i| &i.id == *id && i.reference_entity_id == order_id.as_str())
+        }) {
+            return Err(ApiError::bad_request(
+                "INVALID_ID_FIELD",
+                format!("Invoice {missing} does not belong to order summary {order_id}"),
+            )
+            .field("invoiceId"));
+        }
+        let mut balance = cm.balance;
+        for invoice in &invoices {
+            balance -= invoice.balance.min(balance);
+        }
+        credit_memo_part = balance;
+    }
+
+    let mut sequences = Vec::with_capacity(input.sequences.len());
+    for (ops, amount) in &input.sequences {
+        if !funds.summaries.iter().any(|s| s.id == ops.as_str()) {
+            return Err(ApiError::bad_request(
+                "INVALID_ID_FIELD",
+                format!("Order payment summary {ops} does not belong to order summary {order_id}"),
+            )
+            .field("orderPaymentSummaryId"));
+        }
+        let minor = body::amount("sequences.amount", amount, currency).map_err(invalid_input)?;
+        if minor < 0 {
+            return Err(invalid_input("sequences.amount must not be negative"));
+        }
+        sequences.push(SequencePayload {
+            order_payment_summary_id: ops.as_str().to_string(),
+            amount: (minor > 0).then_some(minor),
+        });
+    }
+
+    let available: i64 = funds.summaries.iter().map(|s| s.available).sum();
+    let requested = credit_memo_part
+        .checked_add(excess)
+        .ok_or_else(|| invalid_input("The requested amount is too large"))?;
+    if requested > available {
+        return Err(invalid_input(format!(
+            "The amount to refund ({}) exceeds the total available to refund on the order's payment summaries ({})",
+            crate::render::money(requested, currency.code()),
+            crate::render::money(available, currency.code()),
+        )));
+    }
+    Ok(EnsureRefunds {
+        order_summary_id: order_id.as_str().to_string(),
+        credit_memo_id: input.credit_memo_id.map(SfId::into_string),
+        excess_funds_amount: excess,
+        invoices_to_pay: input
+            .invoices
+            .iter()
+            .map(|i| i.as_str().to_string())
+            .collect(),
+        sequences,
+        allow_partial: input.allow_partial,
+    })
+}
