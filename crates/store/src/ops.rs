@@ -85,6 +85,10 @@ const CLAIM_SET: &str = "SET status = 'Running', lease_owner = $3, lease_token =
 
 const CLAIM_RETURNING: &str =
     "RETURNING id, type, parent_key, payload, lease_token, retry_count, retry_limit, retry_backoff";
+/// PostgreSQL's form joins `picked`, whose `id` would be ambiguous.
+const CLAIM_RETURNING_QUALIFIED: &str =
+    "RETURNING background_operations.id, type, parent_key, payload, lease_token, \
+    retry_count, retry_limit, retry_backoff";
 
 /// Claims up to `limit` runnable operations (new, due for retry, or whose lease expired)
 /// for `worker`, leasing each for `lease_ms`.
@@ -100,7 +104,7 @@ pub async fn claim(
         Backend::Postgres => format!(
             "WITH picked AS (SELECT c.id {CANDIDATES} FOR UPDATE OF c SKIP LOCKED) \
              UPDATE background_operations {CLAIM_SET} FROM picked \
-             WHERE background_operations.id = picked.id {CLAIM_RETURNING}"
+             WHERE background_operations.id = picked.id {CLAIM_RETURNING_QUALIFIED}"
         ),
         // SQLite has one writer at a time, so the select and update cannot interleave.
         Backend::Sqlite => format!(
