@@ -159,14 +159,20 @@ impl Runner {
             .await;
             return;
         };
-        let heartbeat = tokio::spawn(heartbeat(self.db.clone(), op.clone(), self.config.lease));
+        // Aborted when this run ends in any way (also if its task is cancelled or panics),
+        // so a dead run stops renewing its lease and gets rescued.
+        let heartbeat = AbortOnDrop(tokio::spawn(heartbeat(
+            self.db.clone(),
+            op.clone(),
+            self.config.lease,
+        )));
         let ctx = JobContext {
             db: self.db.clone(),
             op: op.clone(),
         };
         let started = std::time::Instant::now();
         let result = job.run(&ctx).await;
-        heartbeat.abort();
+        drop(heartbeat);
         let now = now_ms();
         let finished = match &result {
             Ok(()) => {
@@ -187,6 +193,14 @@ impl Runner {
         if let Err(e) = finished {
             tracing::warn!(operation = %op.id, error = %e, "could not record the end of the operation");
         }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -66,9 +66,7 @@ impl TestDb {
                 })
             }
             Backend::Postgres => {
-                let Some(admin) = postgres_url() else {
-                    return None;
-                };
+                let admin = postgres_url()?;
                 let name = format!("refunds_test_{:016x}", rand::random::<u64>());
                 let mut conn = sqlx::PgConnection::connect(&admin)
                     .await

@@ -1,0 +1,476 @@
+//! The queue itself: exclusivity, per-order serialisation, rescue of a dead worker's
+//! operation, retry backoff, and enqueue rolled back with its transaction.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use refunds_domain::{ObjectType, SfId};
+use refunds_gateway::{Registry, SimulatorConfig};
+use refunds_queue::{Job, JobContext, JobError, Runner};
+use refunds_store::ops::{self, NewOperation};
+use refunds_store::{now_ms, Db};
+use refunds_testkit::{backend_tests, fast_config, Backend, TestApp, TestDb};
+use serde_json::json;
+use tokio::sync::Barrier;
+
+/// A job that meets the test at a barrier when it starts, then waits for a second
+/// barrier before making one fenced write.
+struct Gate {
+    started: Arc<Barrier>,
+    release: Arc<Barrier>,
+    runs: Arc<AtomicUsize>,
+    fenced_commits: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Job for Gate {
+    fn job_type(&self) -> &'static str {
+        "Gate"
+    }
+
+    async fn run(&self, ctx: &JobContext) -> Result<(), JobError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        self.started.wait().await;
+        self.release.wait().await;
+        let tx = ctx.fenced().await?;
+        tx.commit().await?;
+        self.fenced_commits.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+struct Harness {
+    runs: Arc<AtomicUsize>,
+    fenced_commits: Arc<AtomicUsize>,
+    started: Arc<Barrier>,
+    release: Arc<Barrier>,
+}
+
+fn gate_runner(db: &Db) -> (Runner, Harness) {
+    gate_runner_with(db, fast_config())
+}
+
+fn gate_runner_with(db: &Db, config: refunds_queue::QueueConfig) -> (Runner, Harness) {
+    let h = Harness {
+        runs: Arc::new(AtomicUsize::new(0)),
+        fenced_commits: Arc::new(AtomicUsize::new(0)),
+        started: Arc::new(Barrier::new(2)),
+        release: Arc::new(Barrier::new(2)),
+    };
+    let mut runner = Runner::new(
+        db.clone(),
+        config,
+        Registry::new(SimulatorConfig::default()),
+    );
+    runner.register(Arc::new(Gate {
+        started: h.started.clone(),
+        release: h.release.clone(),
+        runs: h.runs.clone(),
+        fenced_commits: h.fenced_commits.clone(),
+    }));
+    (runner, h)
+}
+
+async fn enqueue(db: &Db, ty: &str, parent: &str, retry_limit: i64) -> String {
+    let id = SfId::generate(ObjectType::BackgroundOperation).into_string();
+    let mut tx = db.begin().await.unwrap();
+    ops::enqueue(
+        &mut tx,
+        db.backend(),
+        &NewOperation {
+            id: &id,
+            name: "test",
+            ty,
+            parent_key: parent,
+            payload: "{}",
+            retry_limit,
+            retry_backoff_ms: 50,
+            timeout_ms: 5000,
+            now: now_ms(),
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    // Distinct submission milliseconds keep the FIFO order unambiguous.
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    id
+}
+
+async fn status(db: &Db, id: &str) -> (String, i64) {
+    sqlx::query_as::<_, (String, i64)>(
+        "SELECT status, retry_count FROM background_operations WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(db.pool())
+    .await
+    .unwrap()
+}
+
+async fn two_workers_never_run_the_same_operation(backend: Backend) {
+    let Some(t) = TestDb::new(backend).await else {
+        return;
+    };
+    let (a, h) = gate_runner(&t.db);
+    let (b, _) = gate_runner(&t.db);
+    let op = enqueue(&t.db, "Gate", "order-1", 0).await;
+    let first = tokio::spawn({
+        let a = a.clone();
+        async move { a.run_once().await.unwrap() }
+    });
+    h.started.wait().await; // A is inside the job now.
+    assert_eq!(
+        b.run_once().await.unwrap(),
+        0,
+        "B must not claim an operation A holds"
+    );
+    assert_eq!(a.run_once().await.unwrap(), 0, "nor may A claim it twice");
+    h.release.wait().await;
+    assert_eq!(first.await.unwrap(), 1);
+    assert_eq!(h.runs.load(Ordering::SeqCst), 1);
+    assert_eq!(status(&t.db, &op).await, ("Complete".to_string(), 0));
+    assert_eq!(
+        b.run_once().await.unwrap(),
+        0,
+        "a complete operation is not run again"
+    );
+}
+
+async fn operations_of_one_order_run_one_at_a_time_in_order(backend: Backend) {
+    let Some(t) = TestDb::new(backend).await else {
+        return;
+    };
+    let (a, h) = gate_runner(&t.db);
+    let first = enqueue(&t.db, "Gate", "order-1", 0).await;
+    let second = enqueue(&t.db, "Gate", "order-1", 0).await;
+    let running = tokio::spawn({
+        let a = a.clone();
+        async move { a.run_once().await.unwrap() }
+    });
+    h.started.wait().await;
+    assert_eq!(status(&t.db, &first).await.0, "Running");
+    assert_eq!(
+        status(&t.db, &second).await.0,
+        "New",
+        "the second waits for the first"
+    );
+    assert_eq!(
+        a.run_once().await.unwrap(),
+        0,
+        "nothing else is claimable for this order"
+    );
+    h.release.wait().await;
+    assert_eq!(
+        running.await.unwrap(),
+        1,
+        "only the first ran in that round"
+    );
+    let next = tokio::spawn({
+        let a = a.clone();
+        async move { a.run_once().await.unwrap() }
+    });
+    h.started.wait().await;
+    h.release.wait().await;
+    assert_eq!(next.await.unwrap(), 1);
+    assert_eq!(status(&t.db, &second).await.0, "Complete");
+}
+
+async fn operations_of_different_orders_run_together(backend: Backend) {
+    let Some(t) = TestDb::new(backend).await else {
+        return;
+    };
+    let (a, h) = gate_runner(&t.db);
+    // Two runs meet the test at `started` one after the other.
+    enqueue(&t.db, "Gate", "order-1", 0).await;
+    enqueue(&t.db, "Gate", "order-2", 0).await;
+    let round = tokio::spawn({
+        let a = a.clone();
+        async move { a.run_once().await.unwrap() }
+    });
+    h.started.wait().await;
+    h.started.wait().await;
+    assert_eq!(
+        h.runs.load(Ordering::SeqCst),
+        2,
+        "both orders' operations are running at once"
+    );
+    h.release.wait().await;
+    h.release.wait().await;
+    assert_eq!(round.await.unwrap(), 2);
+}
+
+async fn a_dead_workers_operation_is_rescued_and_finishes_once(backend: Backend) {
+    let Some(t) = TestDb::new(backend).await else {
+        return;
+    };
+    let (a, ha) = gate_runner(&t.db);
+    let (b, hb) = gate_runner(&t.db);
+    let op = enqueue(&t.db, "Gate", "order-1", 0).await;
+    let stale = tokio::spawn({
+        let a = a.clone();
+        async move { a.run_once().await.unwrap() }
+    });
+    ha.started.wait().await;
+    // A stops heart-beating (as if its process froze): its lease expires.
+    ops::expire_lease(&t.db, &op).await.unwrap();
+    let rescue = tokio::spawn({
+        let b = b.clone();
+        async move { b.run_once().await.unwrap() }
+    });
+    hb.started.wait().await;
+    hb.release.wait().await;
+    assert_eq!(rescue.await.unwrap(), 1);
+    assert_eq!(status(&t.db, &op).await.0, "Complete");
+    // A wakes up and tries to finish: its fenced write is refused.
+    ha.release.wait().await;
+    stale.await.unwrap();
+    assert_eq!(
+        ha.fenced_commits.load(Ordering::SeqCst),
+        0,
+        "the stale run wrote nothing"
+    );
+    assert_eq!(
+        hb.fenced_commits.load(Ordering::SeqCst),
+        1,
+        "the rescue finished it once"
+    );
+    assert_eq!(status(&t.db, &op).await, ("Complete".to_string(), 0));
+}
+
+async fn a_live_workers_heartbeat_keeps_its_lease(backend: Backend) {
+    let Some(t) = TestDb::new(backend).await else {
+        return;
+    };
+    let short = refunds_queue::QueueConfig {
+        lease: Duration::from_millis(300),
+        ..fast_config()
+    };
+    let (a, h) = gate_runner_with(&t.db, short.clone());
+    let (b, _) = gate_runner_with(&t.db, short);
+    enqueue(&t.db, "Gate", "order-1", 0).await;
+    let running = tokio::spawn({
+        let a = a.clone();
+        async move { a.run_once().await.unwrap() }
+    });
+    h.started.wait().await;
+    // Well past the lease: only the heartbeat keeps the operation A's.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        b.run_once().await.unwrap(),
+        0,
+        "a live worker's operation is not rescued"
+    );
+    h.release.wait().await;
+    assert_eq!(running.await.unwrap(), 1);
+    assert_eq!(h.fenced_commits.load(Ordering::SeqCst), 1);
+}
+
+struct AlwaysFails(Arc<AtomicUsize>);
+
+#[async_trait]
+impl Job for AlwaysFails {
+    fn job_type(&self) -> &'static str {
+        "AlwaysFails"
+    }
+
+    async fn run(&self, _: &JobContext) -> Result<(), JobError> {
+        let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+        Err(JobError::Failed(format!("internal failure #{n}")))
+    }
+}
+
+async fn error_retries_follow_the_backoff_then_stay_error(backend: Backend) {
+    let Some(t) = TestDb::new(backend).await else {
+        return;
+    };
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut runner = Runner::new(
+        t.db.clone(),
+        fast_config(),
+        Registry::new(SimulatorConfig::default()),
+    );
+    runner.register(Arc::new(AlwaysFails(runs.clone())));
+    let op = enqueue(&t.db, "AlwaysFails", "order-1", 3).await;
+    let mut delays = Vec::new();
+    for round in 1..=4 {
+        assert_eq!(runner.run_once().await.unwrap(), 1, "round {round} runs");
+        let (status, retry_count, retry_scheduled, process_after, finished_at, error) =
+            sqlx::query_as::<_, (String, i64, i64, i64, i64, Option<String>)>(
+                "SELECT status, retry_count, retry_scheduled, process_after, finished_at, error \
+                 FROM background_operations WHERE id = $1",
+            )
+            .bind(&op)
+            .fetch_one(t.db.pool())
+            .await
+            .unwrap();
+        assert_eq!(status, "Error");
+        assert_eq!(
+            retry_count,
+            round - 1,
+            "RetryCount counts the retries attempted"
+        );
+        assert_eq!(
+            error.as_deref(),
+            Some(format!("internal failure #{round}").as_str())
+        );
+        if round < 4 {
+            assert_eq!(retry_scheduled, 1);
+            delays.push(process_after - finished_at);
+            assert_eq!(
+                runner.run_once().await.unwrap(),
+                0,
+                "not before ProcessAfter"
+            );
+            let wait = u64::try_from(process_after - now_ms()).unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(wait + 5)).await;
+        } else {
+            assert_eq!(retry_scheduled, 0, "RetryLimit reached: no more retries");
+        }
+    }
+    assert_eq!(delays, vec![50, 150, 350], "(2^n - 1) x RetryBackoff");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(
+        runner.run_once().await.unwrap(),
+        0,
+        "an exhausted operation stays Error"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 4);
+}
+
+async fn an_enqueue_rolled_back_with_its_transaction_leaves_nothing(backend: Backend) {
+    let Some(t) = TestDb::new(backend).await else {
+        return;
+    };
+    let (runner, h) = gate_runner(&t.db);
+    let mut tx = t.db.begin().await.unwrap();
+    ops::enqueue(
+        &mut tx,
+        t.db.backend(),
+        &NewOperation {
+            id: &SfId::generate(ObjectType::BackgroundOperation).into_string(),
+            name: "test",
+            ty: "Gate",
+            parent_key: "order-1",
+            payload: "{}",
+            retry_limit: 0,
+            retry_backoff_ms: 50,
+            timeout_ms: 5000,
+            now: now_ms(),
+        },
+    )
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(runner.run_once().await.unwrap(), 0);
+    assert_eq!(h.runs.load(Ordering::SeqCst), 0);
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM background_operations")
+        .fetch_one(t.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
+}
+
+async fn an_unknown_operation_type_fails_without_retry(backend: Backend) {
+    let Some(t) = TestDb::new(backend).await else {
+        return;
+    };
+    let (runner, _) = gate_runner(&t.db);
+    let op = enqueue(&t.db, "NoSuchJob", "order-1", 3).await;
+    assert_eq!(runner.run_once().await.unwrap(), 1);
+    let (status, error): (String, Option<String>) =
+        sqlx::query_as("SELECT status, error FROM background_operations WHERE id = $1")
+            .bind(&op)
+            .fetch_one(t.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(status, "Error");
+    assert!(error.unwrap().contains("no worker"));
+    assert_eq!(runner.run_once().await.unwrap(), 0);
+}
+
+/// A worker that dies in the middle of a provider call: its refund is already a Draft
+/// with its key; the rescuer asks again with the same key, and money moves once.
+async fn a_refund_interrupted_mid_call_is_redriven_with_the_same_key(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let order = app.order("USD", &["100.00"]).await;
+    let op = app
+        .ensure(&order, json!({"excessFundsAmount": 12.34}))
+        .await;
+    let slow = Registry::new(SimulatorConfig {
+        latency: Duration::from_secs(30),
+    });
+    let doomed = Runner::new(app.db.clone(), fast_config(), slow);
+    let task = tokio::spawn(async move { doomed.run_once().await });
+    // Wait for the Initiated log row: the worker is now inside the provider call.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app
+        .scalar("SELECT COUNT(*) FROM payment_gateway_logs WHERE interaction_status = 'Initiated'")
+        .await
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never called the provider"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    task.abort();
+    let _ = task.await;
+    let refunds = app.refunds_of(&op).await;
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(
+        refunds[0]["Status"], "Draft",
+        "written before the call, with its key"
+    );
+    let ops = app.record("OrderPaymentSummary", &order.summaries[0]).await;
+    assert_eq!(
+        ops["PendingRefundAmount"].to_string(),
+        "12.34",
+        "the money is reserved meanwhile"
+    );
+
+    ops::expire_lease(&app.db, &op).await.unwrap();
+    app.settle().await;
+    let refund_id = refunds[0]["Id"].as_str().unwrap();
+    let refund = app.record("Refund", refund_id).await;
+    assert_eq!(refund["Status"], "Processed");
+    assert_eq!(
+        app.record("BackgroundOperation", &op).await["Status"],
+        "Complete"
+    );
+    assert_eq!(app.registry.simulator().attempts(refund_id).await, 1);
+    assert_eq!(
+        app.registry.simulator().settled().await,
+        (1, 1234),
+        "money moved once"
+    );
+    let ops = app.record("OrderPaymentSummary", &order.summaries[0]).await;
+    assert_eq!(ops["RefundedAmount"].to_string(), "12.34");
+    assert_eq!(ops["PendingRefundAmount"].to_string(), "0.00");
+    let logs = app.logs_of(refund_id).await;
+    let statuses: Vec<&str> = logs
+        .iter()
+        .map(|l| l["InteractionStatus"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        vec!["Initiated", "Success"],
+        "the interrupted call stays visible"
+    );
+}
+
+backend_tests!(
+    two_workers_never_run_the_same_operation,
+    operations_of_one_order_run_one_at_a_time_in_order,
+    operations_of_different_orders_run_together,
+    a_dead_workers_operation_is_rescued_and_finishes_once,
+    a_live_workers_heartbeat_keeps_its_lease,
+    error_retries_follow_the_backoff_then_stay_error,
+    an_enqueue_rolled_back_with_its_transaction_leaves_nothing,
+    an_unknown_operation_type_fails_without_retry,
+    a_refund_interrupted_mid_call_is_redriven_with_the_same_key,
+);

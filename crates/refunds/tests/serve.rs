@@ -1,0 +1,240 @@
+//! The real binary over a real socket: the README walk-through, and a 201 that survives
+//! the process being killed.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn serve(db: &Path, env: &[(&str, &str)]) -> Server {
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_refunds"));
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--database-url")
+        .arg(format!("sqlite:{}", db.display()))
+        .env("REFUNDS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let server = Server {
+        child: cmd.spawn().expect("start refunds serve"),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{}/healthz", server.base)).await {
+            if r.status() == 200 {
+                return server;
+            }
+        }
+        assert!(Instant::now() < deadline, "server did not become healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/services/data/v58.0{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+async fn get(base: &str, path: &str) -> Value {
+    let r = reqwest::get(format!("{base}/services/data/v58.0{path}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "GET {path}");
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/json;charset=UTF-8"
+    );
+    r.json().await.unwrap()
+}
+
+async fn load_order(base: &str) -> (String, String) {
+    let (_, order) = post(
+        base,
+        "/sobjects/OrderSummary",
+        json!({"OrderNumber": "00001000", "CurrencyIsoCode": "USD"}),
+    )
+    .await;
+    let order = order["id"].as_str().unwrap().to_string();
+    let (_, gw) = post(
+        base,
+        "/sobjects/PaymentGateway",
+        json!({"PaymentGatewayName": "Demo", "ProviderType": "Simulator"}),
+    )
+    .await;
+    let (_, pay) = post(
+        base,
+        "/sobjects/Payment",
+        json!({"PaymentGatewayId": gw["id"], "Amount": 100.00, "GatewayRefNumber": "ch_demo_1"}),
+    )
+    .await;
+    let (status, ops) = post(
+        base,
+        "/commerce/order-management/order-payment-summaries",
+        json!({"orderSummaryId": order, "paymentIds": [pay["id"]]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{ops}");
+    (
+        order,
+        ops["orderPaymentSummaryId"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn wait_complete(base: &str, op: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let bo = get(base, &format!("/sobjects/BackgroundOperation/{op}")).await;
+        if bo["Status"] == "Complete" {
+            return bo;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "operation did not complete: {bo}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn walk_through_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("refunds.db"), &[]).await;
+    let base = server.base.as_str();
+    let (order, ops) = load_order(base).await;
+    let (_, cm) = post(
+        base,
+        "/sobjects/CreditMemo",
+        json!({"ReferenceEntityId": order, "TotalAmountWithTax": 25.00}),
+    )
+    .await;
+    let (status, answer) = post(
+        base,
+        &format!(
+            "/commerce/order-management/order-summaries/{order}/async-actions/ensure-refunds-async"
+        ),
+        json!({"creditMemoId": cm["id"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    let op = answer["backgroundOperationId"].as_str().unwrap();
+    wait_complete(base, op).await;
+    let summary = get(base, &format!("/sobjects/OrderPaymentSummary/{ops}")).await;
+    assert_eq!(summary["RefundedAmount"].to_string(), "25.00");
+    assert_eq!(summary["AvailableToRefundAmount"].to_string(), "75.00");
+    let log_id = summary["LastPaymentGatewayLogId"].as_str().unwrap();
+    let log = get(base, &format!("/sobjects/PaymentGatewayLog/{log_id}")).await;
+    assert_eq!(log["InteractionStatus"], "Success");
+    let refund = get(
+        base,
+        &format!(
+            "/sobjects/Refund/{}",
+            log["ReferencedEntityId"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(refund["Status"], "Processed");
+    assert_eq!(refund["ClientContext"], format!("{op}:1"));
+}
+
+#[tokio::test]
+async fn an_accepted_request_survives_a_killed_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("refunds.db");
+    // Slow provider calls: the process will die before any refund is answered.
+    let mut server = serve(
+        &db,
+        &[
+            ("REFUNDS_SIMULATOR_LATENCY_MS", "60000"),
+            ("REFUNDS_LEASE_MS", "500"),
+        ],
+    )
+    .await;
+    let (order, ops) = load_order(&server.base).await;
+    let (status, answer) = post(
+        &server.base,
+        &format!(
+            "/commerce/order-management/order-summaries/{order}/async-actions/ensure-refunds-async"
+        ),
+        json!({"excessFundsAmount": 12.5}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let op = answer["backgroundOperationId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    server.child.kill().unwrap(); // SIGKILL: no shutdown, no flush.
+    server.child.wait().unwrap();
+
+    let server = serve(&db, &[("REFUNDS_LEASE_MS", "500")]).await;
+    wait_complete(&server.base, &op).await;
+    let summary = get(
+        &server.base,
+        &format!("/sobjects/OrderPaymentSummary/{ops}"),
+    )
+    .await;
+    assert_eq!(
+        summary["RefundedAmount"].to_string(),
+        "12.50",
+        "refunded once, after the restart"
+    );
+    assert_eq!(summary["PendingRefundAmount"].to_string(), "0.00");
+}
+
+#[test]
+fn migrate_creates_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("fresh.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_refunds"))
+        .args(["migrate", "--database-url"])
+        .arg(format!("sqlite:{}", db.display()))
+        .env("REFUNDS_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(db.exists());
+    let again = Command::new(env!("CARGO_BIN_EXE_refunds"))
+        .args(["migrate", "--database-url"])
+        .arg(format!("sqlite:{}", db.display()))
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "migrating twice is a no-op");
+}
