@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -189,13 +190,18 @@ fn created(operation_id: &str) -> Response {
 
 pub async fn ensure_refunds(
     State(state): State<AppState>,
-    Path((version, order_id)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
-    bytes: Bytes,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    handle(state, &version, &order_id, &headers, &bytes)
-        .await
-        .map_err(ApiError::with_output)
+    let result = match (path, bytes) {
+        (Err(rejection), _) => Err(ApiError::from(rejection)),
+        (Ok(_), Err(rejection)) => Err(ApiError::from(rejection)),
+        (Ok(Path((version, order_id))), Ok(bytes)) => {
+            handle(state, &version, &order_id, &headers, &bytes).await
+        }
+    };
+    result.map_err(ApiError::with_output)
 }
 
 async fn handle(

@@ -1,5 +1,6 @@
 //! The one error type of the API and its two Salesforce body shapes.
 
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
@@ -87,6 +88,41 @@ impl ApiError {
 impl From<refunds_store::StoreError> for ApiError {
     fn from(e: refunds_store::StoreError) -> ApiError {
         ApiError::internal(&e)
+    }
+}
+
+/// The extractors' own rejections answer plain text; handlers take them as `Result`s and
+/// convert them here so every answer keeps the Salesforce JSON shape.
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> ApiError {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "EXCEEDED_MAX_SIZE_REQUEST",
+                "The request body exceeds the maximum size allowed",
+            )
+        } else {
+            ApiError::json_parser(format!(
+                "Cannot read the request body: {}",
+                rejection.body_text()
+            ))
+        }
+    }
+}
+
+/// A path segment that cannot be decoded names no resource.
+impl From<PathRejection> for ApiError {
+    fn from(_: PathRejection) -> ApiError {
+        ApiError::not_found()
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> ApiError {
+        ApiError::bad_request(
+            "MALFORMED_QUERY",
+            format!("Invalid query string: {}", rejection.body_text()),
+        )
     }
 }
 

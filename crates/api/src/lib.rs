@@ -121,8 +121,9 @@ async fn versions() -> Response {
 }
 
 async fn resources(
-    axum::extract::Path(version): axum::extract::Path<String>,
+    path: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, ApiError> {
+    let axum::extract::Path(version) = path?;
     let v = ApiVersion::parse(&version)?;
     let base = format!("/services/data/{}", v.segment());
     Ok(json_response(

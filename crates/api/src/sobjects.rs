@@ -2,6 +2,7 @@
 //! the Connect `order-payment-summaries` resource.
 
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -47,9 +48,11 @@ pub struct ReadQuery {
 
 pub async fn read(
     State(state): State<AppState>,
-    Path((version, ty, id)): Path<(String, String, String)>,
-    Query(query): Query<ReadQuery>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    query: Result<Query<ReadQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Path((version, ty, id)) = path?;
+    let Query(query) = query?;
     let version = ApiVersion::parse(&version)?;
     let ty = object_type(&ty)?;
     let def = object_def(ty);
@@ -119,9 +122,10 @@ fn integrity(field: &str, message: impl Into<String>) -> ApiError {
 
 pub async fn create(
     State(state): State<AppState>,
-    Path((version, ty)): Path<(String, String)>,
-    bytes: Bytes,
+    path: Result<Path<(String, String)>, PathRejection>,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let Path((version, ty)) = path?;
     ApiVersion::parse(&version)?;
     let ty = object_type(&ty)?;
     if !CREATABLE.contains(&ty) {
@@ -131,7 +135,7 @@ pub async fn create(
         ));
     }
     let def = object_def(ty);
-    let input = body::object(&bytes)?;
+    let input = body::object(&bytes?)?;
     for key in input.keys() {
         match def.field(key) {
             None => {
@@ -380,9 +384,10 @@ async fn check_references(
 
 pub async fn update(
     State(state): State<AppState>,
-    Path((version, ty, id)): Path<(String, String, String)>,
-    bytes: Bytes,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let Path((version, ty, id)) = path?;
     ApiVersion::parse(&version)?;
     let ty = object_type(&ty)?;
     if ty != ObjectType::ProcessException {
@@ -392,7 +397,7 @@ pub async fn update(
         ));
     }
     let id = body::id("Id", &id, ty).map_err(|_| ApiError::not_found())?;
-    let input = body::object(&bytes)?;
+    let input = body::object(&bytes?)?;
     let mut status = None;
     for (key, value) in &input {
         if !key.eq_ignore_ascii_case("Status") {
@@ -401,6 +406,10 @@ pub async fn update(
                 format!("Only Status of a ProcessException can be updated, not '{key}'"),
             )
             .field(key));
+        }
+        // As on create, null is "not given": Status cannot be cleared.
+        if value.is_null() {
+            continue;
         }
         let field = object_def(ty)
             .field("Status")
@@ -424,11 +433,12 @@ pub async fn update(
 
 pub async fn create_order_payment_summary(
     State(state): State<AppState>,
-    Path(version): Path<String>,
-    bytes: Bytes,
+    path: Result<Path<String>, PathRejection>,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(version) = path?;
     ApiVersion::parse(&version)?;
-    let input: Map<String, Value> = body::object(&bytes)?;
+    let input: Map<String, Value> = body::object(&bytes?)?;
     if let Some(key) = input
         .keys()
         .find(|k| !matches!(k.as_str(), "orderSummaryId" | "paymentIds"))
