@@ -225,14 +225,7 @@ async fn handle(
             }
         },
     };
-    let hash = {
-        let mut h = Sha256::new();
-        h.update(order_id.as_str().as_bytes());
-        h.update(b"\n");
-        h.update(bytes);
-        hex::encode(h.finalize())
-    };
-
+    let hash = fingerprint(&order_id, bytes)?;
     let now = now_ms();
     let mut tx = state.db.begin().await?;
     if let Some(key) = &key {
@@ -269,6 +262,48 @@ async fn handle(
     tx.commit().await?;
     tracing::info!(operation = %operation_id, order_summary = %order_id, "ensure-refunds operation enqueued");
     Ok(created(&operation_id))
+}
+
+/// What "the same request" means for an `Idempotency-Key`: the order summary and the JSON
+/// body's content — object keys sorted, whitespace gone, numbers as written — so a client
+/// that re-serialises its retry differently is still recognised.
+fn fingerprint(order_id: &SfId, bytes: &[u8]) -> Result<String, ApiError> {
+    fn canonical(value: &Value, out: &mut String) {
+        match value {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    canonical(&map[k], out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    canonical(item, out);
+                }
+                out.push(']');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+    }
+    let mut text = String::new();
+    canonical(&Value::Object(body::object(bytes)?), &mut text);
+    let mut h = Sha256::new();
+    h.update(order_id.as_str().as_bytes());
+    h.update(b"\n");
+    h.update(text.as_bytes());
+    Ok(hex::encode(h.finalize()))
 }
 
 fn replay(seen: &records::IdempotencyRecord, hash: &str) -> Result<Response, ApiError> {

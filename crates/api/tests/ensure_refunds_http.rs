@@ -792,6 +792,32 @@ async fn same_key_and_body_replays_the_first_answer(backend: Backend) {
     );
 }
 
+async fn same_key_with_the_same_content_differently_written_replays(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let order = app.order("USD", &["100.00"]).await;
+    let cm = app.credit_memo(&order, "10.00").await;
+    let first_body = format!(r#"{{"creditMemoId":"{cm}","excessFundsAmount":1.5}}"#);
+    let retry_body = format!("{{\n  \"excessFundsAmount\": 1.5,\n  \"creditMemoId\": \"{cm}\"\n}}");
+    let (status, first) = post_with_key(&app, &order, &first_body, "k1").await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (status, second) = post_with_key(&app, &order, &retry_body, "k1").await;
+    assert_eq!(
+        (status, &second),
+        (StatusCode::CREATED, &first),
+        "key order and whitespace do not matter"
+    );
+    assert_eq!(operations(&app).await, 1);
+    let other_amount = format!(r#"{{"creditMemoId":"{cm}","excessFundsAmount":1.50}}"#);
+    let (status, _) = post_with_key(&app, &order, &other_amount, "k1").await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "numbers are compared as written"
+    );
+}
+
 async fn same_key_with_another_body_is_idempotency_key_reused(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else {
         return;
@@ -949,6 +975,7 @@ backend_tests!(
     concurrent_requests_with_one_key_enqueue_once,
     same_key_and_body_replays_the_first_answer,
     same_key_with_another_body_is_idempotency_key_reused,
+    same_key_with_the_same_content_differently_written_replays,
     different_keys_make_different_operations,
     a_rejected_request_does_not_use_up_its_key,
     an_expired_key_is_a_new_request,
