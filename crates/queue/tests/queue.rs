@@ -474,3 +474,58 @@ backend_tests!(
     an_unknown_operation_type_fails_without_retry,
     a_refund_interrupted_mid_call_is_redriven_with_the_same_key,
 );
+
+/// An idle worker is woken by an enqueue — on PostgreSQL by NOTIFY from another connection
+/// pool (as from another process), on SQLite by the in-process signal — long before its
+/// poll interval.
+async fn an_idle_worker_is_woken_by_an_enqueue(backend: Backend) {
+    let Some(t) = TestDb::new(backend).await else {
+        return;
+    };
+    let config = refunds_queue::QueueConfig {
+        poll_interval: Duration::from_secs(60),
+        ..fast_config()
+    };
+    let mut runner = Runner::new(
+        t.db.clone(),
+        config,
+        Registry::new(SimulatorConfig::default()),
+    );
+    let runs = Arc::new(AtomicUsize::new(0));
+    runner.register(Arc::new(Counting(runs.clone())));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(runner.run(stopped));
+    // Let the worker find the queue empty and go to sleep.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let producer = match backend {
+        Backend::Postgres => Db::connect(t.db.url()).await.unwrap(),
+        Backend::Sqlite => t.db.clone(),
+    };
+    enqueue(&producer, "Counting", "order-1", 0).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while runs.load(Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker slept through the enqueue"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.send(true).unwrap();
+    worker.await.unwrap();
+}
+
+struct Counting(Arc<AtomicUsize>);
+
+#[async_trait]
+impl Job for Counting {
+    fn job_type(&self) -> &'static str {
+        "Counting"
+    }
+
+    async fn run(&self, _: &JobContext) -> Result<(), JobError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+backend_tests!(an_idle_worker_is_woken_by_an_enqueue);
