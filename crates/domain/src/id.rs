@@ -167,11 +167,9 @@ impl SfId {
     pub fn generate(ty: ObjectType) -> SfId {
         let mut short = Vec::with_capacity(SHORT_LEN);
         short.extend_from_slice(ty.prefix().as_bytes());
-        short.extend_from_slice(&time_digits(now_millis()));
-        let mut rng = rand::rng();
-        for _ in 0..RANDOM_DIGITS {
-            short.push(BASE62[rng.random_range(0..BASE62.len())]);
-        }
+        let (millis, sequence) = next_stamp(now_millis());
+        short.extend_from_slice(&time_digits(millis));
+        short.extend_from_slice(&sequence_digits(sequence));
         let suffix = checksum_suffix(&short);
         SfId::from_checked_parts(&short, suffix)
     }
@@ -230,6 +228,43 @@ fn checksum_suffix(short: &[u8]) -> [u8; 3] {
 
 /// A clock before 1970 is a broken host; 0 still yields a valid (if early-sorting) id,
 /// which is better than refusing to create records.
+/// How many sequence values the random part holds (62^5).
+const SEQUENCE_SPACE: u64 = 916_132_832;
+
+/// The (millisecond, sequence) of the last id this process generated.
+static LAST_STAMP: std::sync::Mutex<(u128, u64)> = std::sync::Mutex::new((0, 0));
+
+/// The next (millisecond, sequence) pair, strictly greater than the last one: a new
+/// millisecond starts at a random sequence (so two processes rarely meet), and ids made in
+/// the same millisecond count up from there — so within a process ids sort in creation
+/// order, which is what "oldest first" and the queue's FIFO rely on.
+fn next_stamp(now: u128) -> (u128, u64) {
+    let mut last = LAST_STAMP
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let fresh = || rand::rng().random_range(0..SEQUENCE_SPACE / 2);
+    let stamp = if now > last.0 {
+        (now, fresh())
+    } else if last.1 + 1 < SEQUENCE_SPACE {
+        (last.0, last.1 + 1)
+    } else {
+        // A clock that stands still or went back: borrow from the next millisecond.
+        (last.0 + 1, fresh())
+    };
+    *last = stamp;
+    stamp
+}
+
+fn sequence_digits(mut sequence: u64) -> [u8; RANDOM_DIGITS] {
+    let mut out = [b'0'; RANDOM_DIGITS];
+    for slot in out.iter_mut().rev() {
+        // `sequence % 62` is below 62, so the index is in range.
+        *slot = BASE62[(sequence % 62) as usize];
+        sequence /= 62;
+    }
+    out
+}
+
 fn now_millis() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -437,6 +472,26 @@ mod tests {
             .map(|_| SfId::generate(ObjectType::PaymentGatewayLog))
             .collect();
         assert_eq!(ids.len(), 1000);
+    }
+
+    #[test]
+    fn ids_made_in_a_burst_strictly_increase() {
+        let ids: Vec<SfId> = (0..5000)
+            .map(|_| SfId::generate(ObjectType::Refund))
+            .collect();
+        for pair in ids.windows(2) {
+            assert!(pair[0] < pair[1], "{} then {}", pair[0], pair[1]);
+        }
+    }
+
+    #[test]
+    fn a_clock_that_stands_still_or_goes_back_still_moves_forward() {
+        let a = next_stamp(5_000_000);
+        let b = next_stamp(4_000_000);
+        let c = next_stamp(4_000_000);
+        assert!(a < b && b < c);
+        assert_eq!(&sequence_digits(0), b"00000");
+        assert_eq!(&sequence_digits(SEQUENCE_SPACE - 1), b"zzzzz");
     }
 
     #[test]
