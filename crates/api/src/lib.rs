@@ -11,6 +11,7 @@ mod error;
 mod render;
 mod sobjects;
 mod version;
+mod webhooks;
 
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/services/data", get(versions))
+        .route("/webhooks/adyen", post(webhooks::adyen))
         .nest("/services/data", data)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

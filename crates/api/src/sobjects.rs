@@ -306,9 +306,17 @@ fn convert(
             }
             Ok(Stored::Text(text.to_string()))
         }
-        FieldKind::DateTime | FieldKind::Int => {
-            Err(ApiError::internal(&"creatable field of a read-only kind"))
-        }
+        FieldKind::Int => value
+            .as_i64()
+            .filter(|v| (1..=600_000).contains(v))
+            .map(Stored::Int)
+            .ok_or_else(|| {
+                integrity(
+                    field.name,
+                    format!("{} must be a whole number from 1 to 600000", field.name),
+                )
+            }),
+        FieldKind::DateTime => Err(ApiError::internal(&"creatable field of a read-only kind")),
     }
 }
 
@@ -355,24 +363,54 @@ async fn check_references(
         ObjectType::PaymentGateway => {
             let provider = value_of(values, "provider_type")
                 .and_then(Stored::as_text)
-                .unwrap_or_default();
-            if !Registry::supports(provider) {
+                .unwrap_or_default()
+                .to_string();
+            if !Registry::supports(&provider) {
                 return Err(integrity(
                     "ProviderType",
-                    format!("Provider type {provider} is not supported by this build (supported: Simulator)"),
+                    format!("Provider type {provider} is not supported"),
                 ));
             }
-            if let Some(env) = value_of(values, "merchant_credential_env").and_then(Stored::as_text)
+            for (column, field) in [
+                ("merchant_credential_env", "MerchantCredentialEnv"),
+                ("webhook_hmac_key_env", "WebhookHmacKeyEnv"),
+            ] {
+                if let Some(env) = value_of(values, column).and_then(Stored::as_text) {
+                    let ok = !env.is_empty()
+                        && !env.starts_with(|c: char| c.is_ascii_digit())
+                        && env
+                            .chars()
+                            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+                    if !ok {
+                        return Err(integrity(
+                            field,
+                            format!("{field} names an environment variable (A-Z, 0-9, _); the secret itself is never stored"),
+                        ));
+                    }
+                }
+            }
+            if provider != "Simulator" && value_of(values, "merchant_credential_env").is_none() {
+                return Err(integrity(
+                    "MerchantCredentialEnv",
+                    format!("{provider} gateways need MerchantCredentialEnv: the environment variable holding the API key"),
+                ));
+            }
+            if provider == "Adyen" && value_of(values, "merchant_account").is_none() {
+                return Err(integrity(
+                    "MerchantAccount",
+                    "Adyen gateways need a MerchantAccount",
+                ));
+            }
+            if let Some(mapping) = value_of(values, "result_code_mapping").and_then(Stored::as_text)
             {
-                let ok = !env.is_empty()
-                    && !env.starts_with(|c: char| c.is_ascii_digit())
-                    && env
-                        .chars()
-                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-                if !ok {
+                refunds_gateway::parse_mapping(mapping)
+                    .map_err(|e| integrity("ResultCodeMapping", e.to_string()))?;
+            }
+            if let Some(url) = value_of(values, "base_url").and_then(Stored::as_text) {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
                     return Err(integrity(
-                        "MerchantCredentialEnv",
-                        "MerchantCredentialEnv names an environment variable (A-Z, 0-9, _); the secret itself is never stored",
+                        "BaseUrl",
+                        "BaseUrl must be an http:// or https:// URL",
                     ));
                 }
             }

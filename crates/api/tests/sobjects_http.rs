@@ -957,13 +957,38 @@ async fn bad_values_are_field_integrity_exceptions(backend: Backend) {
         // providers
         (
             "PaymentGateway",
-            json!({"PaymentGatewayName": "S", "ProviderType": "Stripe"}),
+            json!({"PaymentGatewayName": "P", "ProviderType": "PayPal"}),
             "ProviderType",
         ),
         (
             "PaymentGateway",
-            json!({"PaymentGatewayName": "A", "ProviderType": "Adyen"}),
-            "ProviderType",
+            json!({"PaymentGatewayName": "S", "ProviderType": "Stripe"}),
+            "MerchantCredentialEnv",
+        ),
+        (
+            "PaymentGateway",
+            json!({"PaymentGatewayName": "A", "ProviderType": "Adyen", "MerchantCredentialEnv": "ADYEN_KEY"}),
+            "MerchantAccount",
+        ),
+        (
+            "PaymentGateway",
+            json!({"PaymentGatewayName": "S", "ProviderType": "Stripe", "MerchantCredentialEnv": "K", "ResultCodeMapping": "{\"x\": \"Maybe\"}"}),
+            "ResultCodeMapping",
+        ),
+        (
+            "PaymentGateway",
+            json!({"PaymentGatewayName": "S", "ProviderType": "Stripe", "MerchantCredentialEnv": "K", "WebhookHmacKeyEnv": "the key"}),
+            "WebhookHmacKeyEnv",
+        ),
+        (
+            "PaymentGateway",
+            json!({"PaymentGatewayName": "S", "ProviderType": "Stripe", "MerchantCredentialEnv": "K", "TimeoutMs": 0}),
+            "TimeoutMs",
+        ),
+        (
+            "PaymentGateway",
+            json!({"PaymentGatewayName": "S", "ProviderType": "Stripe", "MerchantCredentialEnv": "K", "BaseUrl": "ftp://x"}),
+            "BaseUrl",
         ),
         (
             "PaymentGateway",

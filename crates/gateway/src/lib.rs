@@ -5,9 +5,14 @@
 //! never decides what to refund. Whatever it puts in an [`Outcome`]'s raw request and
 //! response ends up in the gateway log, so secrets must be removed before that.
 
+pub mod adyen;
+mod http;
 mod simulator;
+pub mod stripe;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use refunds_domain::SfResultCode;
@@ -71,6 +76,15 @@ pub enum Lookup {
     Unknown(Outcome),
 }
 
+impl Lookup {
+    /// The outcome that describes this lookup, whatever it found.
+    pub fn outcome_mut(&mut self) -> &mut Outcome {
+        match self {
+            Lookup::Found(o) | Lookup::NotFound(o) | Lookup::Unknown(o) => o,
+        }
+    }
+}
+
 /// A payment provider adapter.
 #[async_trait]
 pub trait Provider: Send + Sync {
@@ -78,33 +92,78 @@ pub trait Provider: Send + Sync {
     async fn refund(&self, request: &RefundRequest) -> Outcome;
     /// Looks a refund up by its idempotency key.
     async fn lookup(&self, request: &RefundRequest) -> Lookup;
+    /// Whether a refund that settles later is followed by looking it up (true), or by the
+    /// provider's notification (false).
+    fn polls_settlement(&self) -> bool {
+        false
+    }
 }
 
 /// The gateway fields an adapter is chosen and configured by.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct GatewayConfig {
     pub provider_type: String,
     pub base_url: Option<String>,
+    /// The name of the environment variable holding the provider secret.
     pub credential_env: Option<String>,
+    pub merchant_account: Option<String>,
+    pub timeout: Option<Duration>,
+    pub connect_timeout: Option<Duration>,
+    /// JSON object from provider result codes to Salesforce result codes, applied on top
+    /// of the adapter's own mapping.
+    pub result_code_mapping: Option<String>,
 }
 
+/// Default HTTP timeouts of provider calls.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Provider types this build can call.
-pub const SUPPORTED_PROVIDER_TYPES: &[&str] = &["Simulator"];
+pub const SUPPORTED_PROVIDER_TYPES: &[&str] = &["Simulator", "Stripe", "Adyen"];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("payment provider type {0} is not supported by this build (supported: Simulator)")]
-pub struct UnsupportedProvider(pub String);
+pub enum ConfigError {
+    #[error("payment provider type {0} is not supported (supported: Simulator, Stripe, Adyen)")]
+    UnsupportedProvider(String),
+    #[error(
+        "ResultCodeMapping must be a JSON object of provider code to one of {codes}: {0}",
+        codes = "Success, Decline, RequiresReview, Indeterminate, PermanentFail, SystemError, ValidationError"
+    )]
+    BadMapping(String),
+}
 
-/// Hands out adapters by PaymentGateway `ProviderType`.
+/// Parses a gateway's `ResultCodeMapping` (checked at ingest, applied on every answer).
+pub fn parse_mapping(text: &str) -> Result<HashMap<String, SfResultCode>, ConfigError> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| ConfigError::BadMapping(e.to_string()))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| ConfigError::BadMapping("not an object".into()))?;
+    object
+        .iter()
+        .map(|(k, v)| {
+            let code = v
+                .as_str()
+                .and_then(|s| s.parse::<SfResultCode>().ok())
+                .ok_or_else(|| ConfigError::BadMapping(format!("{k}: {v}")))?;
+            Ok((k.clone(), code))
+        })
+        .collect()
+}
+
+/// Hands out adapters by PaymentGateway `ProviderType`; shares one pooled HTTP client per
+/// connect timeout.
 #[derive(Clone)]
 pub struct Registry {
     simulator: Arc<Simulator>,
+    clients: Arc<Mutex<HashMap<Duration, reqwest::Client>>>,
 }
 
 impl Registry {
     pub fn new(simulator: SimulatorConfig) -> Registry {
         Registry {
             simulator: Arc::new(Simulator::new(simulator)),
+            clients: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -112,18 +171,72 @@ impl Registry {
         SUPPORTED_PROVIDER_TYPES.contains(&provider_type)
     }
 
-    pub fn provider(
-        &self,
-        config: &GatewayConfig,
-    ) -> Result<Arc<dyn Provider>, UnsupportedProvider> {
-        match config.provider_type.as_str() {
-            "Simulator" => Ok(self.simulator.clone()),
-            other => Err(UnsupportedProvider(other.to_string())),
+    fn client(&self, connect_timeout: Duration) -> reqwest::Client {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients
+            .entry(connect_timeout)
+            .or_insert_with(|| http::client(connect_timeout))
+            .clone()
+    }
+
+    pub fn provider(&self, config: &GatewayConfig) -> Result<Arc<dyn Provider>, ConfigError> {
+        let mapping = match &config.result_code_mapping {
+            Some(text) => parse_mapping(text)?,
+            None => HashMap::new(),
+        };
+        let connect = config.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let inner: Arc<dyn Provider> = match config.provider_type.as_str() {
+            "Simulator" => self.simulator.clone(),
+            "Stripe" => Arc::new(stripe::Stripe::new(self.client(connect), config)),
+            "Adyen" => Arc::new(adyen::Adyen::new(self.client(connect), config)),
+            other => return Err(ConfigError::UnsupportedProvider(other.to_string())),
+        };
+        if mapping.is_empty() {
+            Ok(inner)
+        } else {
+            Ok(Arc::new(Remapped { inner, mapping }))
         }
     }
 
     /// The built-in simulator (tests inspect its ledger).
     pub fn simulator(&self) -> &Arc<Simulator> {
         &self.simulator
+    }
+}
+
+/// A gateway's own result-code mapping, applied over its adapter's.
+struct Remapped {
+    inner: Arc<dyn Provider>,
+    mapping: HashMap<String, SfResultCode>,
+}
+
+impl Remapped {
+    fn apply(&self, mut outcome: Outcome) -> Outcome {
+        if let Some(code) = outcome
+            .gateway_result_code
+            .as_ref()
+            .and_then(|c| self.mapping.get(c))
+        {
+            outcome.code = *code;
+        }
+        outcome
+    }
+}
+
+#[async_trait]
+impl Provider for Remapped {
+    async fn refund(&self, request: &RefundRequest) -> Outcome {
+        self.apply(self.inner.refund(request).await)
+    }
+
+    async fn lookup(&self, request: &RefundRequest) -> Lookup {
+        match self.inner.lookup(request).await {
+            Lookup::Found(o) => Lookup::Found(self.apply(o)),
+            other => other,
+        }
+    }
+
+    fn polls_settlement(&self) -> bool {
+        self.inner.polls_settlement()
     }
 }

@@ -1,17 +1,23 @@
-//! Reconciliation: finding out what became of refunds whose provider answer was lost
-//! (`Indeterminate`). Each due refund is looked up by its idempotency key; a refund the
-//! provider never received is sent again with the same key; one that stays unknown past
-//! the give-up time is handed to a person with its money still reserved.
+//! Finding out what became of refunds after the provider's first answer left it open.
+//!
+//! - **Unknown outcomes** (`Indeterminate`, the refund is `Draft`): each is looked up by its
+//!   idempotency key; one the provider never received is sent again with the same key; one
+//!   that stays unknown past the give-up time is handed to a person, money still reserved.
+//! - **Later settlement** (`Pending`, for providers that are polled, such as Stripe): each
+//!   is looked up until the provider reports it settled or failed.
 
 use std::time::{Duration, Instant};
 
 use refunds_domain::{ObjectType, SfId, SfResultCode};
-use refunds_gateway::{GatewayConfig, Lookup, Registry};
+use refunds_gateway::{Lookup, Provider, Registry};
 use refunds_store::refunds::{self as sql, NewProcessException, RefundWork};
 use refunds_store::{now_ms, Db};
 use tokio::sync::watch;
 
-use crate::settle::{finish_call, format_amount, request_for, start_call, Interaction, Then};
+use crate::settle::{
+    finish_call, finish_pending, format_amount, gateway_config, request_for, settle_with,
+    start_call, Interaction, Then,
+};
 use crate::{ms, JobError, QueueConfig};
 
 pub(crate) async fn run(
@@ -38,114 +44,165 @@ pub(crate) async fn run(
     }
 }
 
-fn then_for(code: SfResultCode) -> Then {
-    if code == SfResultCode::Success || code.is_failure() {
-        Then::Settle
-    } else {
-        Then::LogOnly
-    }
-}
-
-/// One pass over the refunds whose lookup is due. Returns how many were looked up.
+/// One pass over the lookups that are due. Returns how many refunds were looked up.
 pub async fn reconcile_due(
     db: &Db,
     config: &QueueConfig,
     registry: &Registry,
 ) -> Result<usize, JobError> {
     let now = now_ms();
+    let mut due = sql::due_reconciliations(db, now, 32).await?;
+    due.extend(sql::due_settlements(db, now, 32).await?);
     let mut done = 0;
-    for w in sql::due_reconciliations(db, now, 32).await? {
-        let backoff = ms(config.reconcile_delay).saturating_mul(1i64 << w.lookups.clamp(0, 30));
-        let next = now.saturating_add(backoff.min(ms(config.reconcile_max_delay)));
-        let mut tx = db.begin().await?;
-        let taken = sql::take_reconciliation(tx.conn(), &w.id, w.lookups, next, now).await?;
-        tx.commit().await?;
-        if !taken {
+    for w in due {
+        if !take(db, config, &w, now).await? {
             continue;
         }
         done += 1;
-        let since = w.reconcile_since.unwrap_or(now);
-        if now.saturating_sub(since) >= ms(config.reconcile_give_up) {
-            hand_over(db, &w, now).await?;
-            continue;
-        }
-        let provider = match registry.provider(&GatewayConfig {
-            provider_type: w.provider_type.clone(),
-            base_url: w.base_url.clone(),
-            credential_env: w.credential_env.clone(),
-        }) {
+        let provider = match registry.provider(&gateway_config(&w)) {
             Ok(p) => p,
             Err(e) => {
-                tracing::error!(refund = %w.id, error = %e, "cannot reconcile: no provider");
+                tracing::error!(refund = %w.id, error = %e, "cannot look the refund up: no provider");
                 continue;
             }
         };
-        let request = request_for(&w);
-        let log_id = start_call(db, None, &w, Interaction::RefundLookup).await?;
-        let started = Instant::now();
-        let lookup = provider.lookup(&request).await;
-        let duration = ms(started.elapsed());
-        match lookup {
-            Lookup::Found(outcome) => {
-                tracing::info!(refund = %w.id, code = %outcome.code, "reconciliation found the refund");
-                finish_call(
-                    db,
-                    None,
-                    &w,
-                    &log_id,
-                    &outcome,
-                    false,
-                    duration,
-                    then_for(outcome.code),
-                )
-                .await?;
-            }
-            Lookup::Unknown(outcome) => {
-                finish_call(
-                    db,
-                    None,
-                    &w,
-                    &log_id,
-                    &outcome,
-                    false,
-                    duration,
-                    Then::LogOnly,
-                )
-                .await?;
-            }
-            Lookup::NotFound(outcome) => {
-                // The request never arrived: sending it again with the same key is safe.
-                finish_call(
-                    db,
-                    None,
-                    &w,
-                    &log_id,
-                    &outcome,
-                    true,
-                    duration,
-                    Then::LogOnly,
-                )
-                .await?;
-                let log_id = start_call(db, None, &w, Interaction::ReferencedRefund).await?;
-                let started = Instant::now();
-                let outcome = provider.refund(&request).await;
-                let duration = ms(started.elapsed());
-                tracing::info!(refund = %w.id, code = %outcome.code, "reconciliation sent the refund again");
-                finish_call(
-                    db,
-                    None,
-                    &w,
-                    &log_id,
-                    &outcome,
-                    false,
-                    duration,
-                    then_for(outcome.code),
-                )
-                .await?;
-            }
+        if w.status == "Pending" {
+            follow_settlement(db, &*provider, &w).await?;
+        } else if now.saturating_sub(w.reconcile_since.unwrap_or(now))
+            >= ms(config.reconcile_give_up)
+        {
+            hand_over(db, &w, now).await?;
+        } else {
+            resolve_unknown(db, config, &*provider, &w).await?;
         }
     }
     Ok(done)
+}
+
+/// Counts the lookup and pushes the next one out (doubling, capped), which also keeps
+/// other workers off this refund meanwhile. False if another worker took it.
+async fn take(db: &Db, config: &QueueConfig, w: &RefundWork, now: i64) -> Result<bool, JobError> {
+    let backoff = ms(config.reconcile_delay).saturating_mul(1i64 << w.lookups.clamp(0, 30));
+    let next = now.saturating_add(backoff.min(ms(config.reconcile_max_delay)));
+    let mut tx = db.begin().await?;
+    let taken = sql::take_reconciliation(tx.conn(), &w.id, w.lookups, next, now).await?;
+    tx.commit().await?;
+    Ok(taken)
+}
+
+async fn resolve_unknown(
+    db: &Db,
+    config: &QueueConfig,
+    provider: &dyn Provider,
+    w: &RefundWork,
+) -> Result<(), JobError> {
+    let final_answer = |code: SfResultCode| {
+        if code == SfResultCode::Success || code.is_failure() {
+            settle_with(provider, config.reconcile_delay)
+        } else {
+            Then::LogOnly
+        }
+    };
+    let request = request_for(w);
+    let log_id = start_call(db, None, w, Interaction::RefundLookup).await?;
+    let started = Instant::now();
+    let lookup = provider.lookup(&request).await;
+    let duration = ms(started.elapsed());
+    match lookup {
+        Lookup::Found(outcome) => {
+            tracing::info!(refund = %w.id, code = %outcome.code, "reconciliation found the refund");
+            finish_call(
+                db,
+                None,
+                w,
+                &log_id,
+                &outcome,
+                false,
+                duration,
+                final_answer(outcome.code),
+            )
+            .await?;
+        }
+        Lookup::Unknown(outcome) => {
+            finish_call(
+                db,
+                None,
+                w,
+                &log_id,
+                &outcome,
+                false,
+                duration,
+                Then::LogOnly,
+            )
+            .await?;
+        }
+        Lookup::NotFound(outcome) => {
+            // The request never arrived: sending it again with the same key is safe.
+            finish_call(
+                db,
+                None,
+                w,
+                &log_id,
+                &outcome,
+                true,
+                duration,
+                Then::LogOnly,
+            )
+            .await?;
+            let log_id = start_call(db, None, w, Interaction::ReferencedRefund).await?;
+            let started = Instant::now();
+            let outcome = provider.refund(&request).await;
+            let duration = ms(started.elapsed());
+            tracing::info!(refund = %w.id, code = %outcome.code, "reconciliation sent the refund again");
+            finish_call(
+                db,
+                None,
+                w,
+                &log_id,
+                &outcome,
+                false,
+                duration,
+                final_answer(outcome.code),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn follow_settlement(
+    db: &Db,
+    provider: &dyn Provider,
+    w: &RefundWork,
+) -> Result<(), JobError> {
+    let log_id = start_call(db, None, w, Interaction::RefundLookup).await?;
+    let started = Instant::now();
+    let lookup = provider.lookup(&request_for(w)).await;
+    let duration = ms(started.elapsed());
+    match lookup {
+        Lookup::Found(outcome)
+            if outcome.code == SfResultCode::Success && !outcome.settles_later =>
+        {
+            finish_pending(db, w, &log_id, &outcome, true, duration).await?;
+        }
+        Lookup::Found(outcome) if outcome.code.is_failure() => {
+            finish_pending(db, w, &log_id, &outcome, false, duration).await?;
+        }
+        Lookup::Found(outcome) | Lookup::NotFound(outcome) | Lookup::Unknown(outcome) => {
+            finish_call(
+                db,
+                None,
+                w,
+                &log_id,
+                &outcome,
+                false,
+                duration,
+                Then::LogOnly,
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 async fn hand_over(db: &Db, w: &RefundWork, now: i64) -> Result<(), JobError> {

@@ -12,14 +12,17 @@ use async_trait::async_trait;
 use refunds_domain::{
     allocate, AllocationRequest, ObjectType, SequenceItem, SfId, SfResultCode, SummarySlot,
 };
-use refunds_gateway::{GatewayConfig, Outcome, Provider, Registry};
+use refunds_gateway::{Outcome, Provider, Registry};
 use refunds_store::now_ms;
 use refunds_store::refunds::{
     self as sql, NewProcessException, NewRefund, PaymentFunds, RefundWork,
 };
 use std::sync::Arc;
 
-use crate::settle::{finish_call, format_amount, request_for, start_call, Interaction, Then};
+use crate::settle::{
+    finish_call, format_amount, gateway_config, request_for, settle_with, start_call, Interaction,
+    Then,
+};
 use crate::{ms, EnsureRefunds, Job, JobContext, JobError, QueueConfig, ENSURE_REFUNDS};
 
 pub struct EnsureRefundsJob {
@@ -205,11 +208,7 @@ impl EnsureRefundsJob {
             ));
         }
         self.registry
-            .provider(&GatewayConfig {
-                provider_type: w.provider_type.clone(),
-                base_url: w.base_url.clone(),
-                credential_env: w.credential_env.clone(),
-            })
+            .provider(&gateway_config(w))
             .map_err(|e| e.to_string())
     }
 
@@ -221,7 +220,8 @@ impl EnsureRefundsJob {
             Err(why) => {
                 let log_id = start_call(&ctx.db, run, w, Interaction::ReferencedRefund).await?;
                 let outcome = Outcome::bare(SfResultCode::PermanentFail, why);
-                finish_call(&ctx.db, run, w, &log_id, &outcome, false, 0, Then::Settle).await?;
+                let then = Then::Settle { poll_at: None };
+                finish_call(&ctx.db, run, w, &log_id, &outcome, false, 0, then).await?;
                 return Ok(());
             }
         };
@@ -244,7 +244,7 @@ impl EnsureRefundsJob {
                 SfResultCode::Indeterminate => {
                     Then::Reconcile(now_ms().saturating_add(ms(self.config.reconcile_delay)))
                 }
-                _ => Then::Settle,
+                _ => settle_with(&*provider, self.config.reconcile_delay),
             };
             finish_call(&ctx.db, run, w, &log_id, &outcome, false, duration, then).await?;
             if then != Then::LogOnly {

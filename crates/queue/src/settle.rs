@@ -3,10 +3,10 @@
 //! and by reconciliation.
 
 use refunds_domain::{Currency, Money, ObjectType, SfId, SfResultCode};
-use refunds_gateway::{Outcome, RefundRequest};
+use refunds_gateway::{GatewayConfig, Outcome, Provider, RefundRequest};
 use refunds_store::ops::{self, Claimed};
 use refunds_store::refunds::{
-    self as sql, NewLog, NewProcessException, ProviderAnswer, RefundWork,
+    self as sql, NewLog, NewProcessException, ProviderAnswer, RefundWork, Settlement,
 };
 use refunds_store::{now_ms, Db, Tx};
 
@@ -33,6 +33,33 @@ impl Interaction {
             Interaction::ReferencedRefund => "ReferencedRefund",
             Interaction::RefundLookup => "RefundLookup",
         }
+    }
+}
+
+/// How a final answer from `provider` is settled: successes that settle later are polled
+/// from `delay` on if the provider is polled, else left to its notification.
+pub(crate) fn settle_with(provider: &dyn Provider, delay: std::time::Duration) -> Then {
+    Then::Settle {
+        poll_at: provider
+            .polls_settlement()
+            .then(|| now_ms().saturating_add(crate::ms(delay))),
+    }
+}
+
+/// The adapter settings of a refund's payment gateway.
+pub(crate) fn gateway_config(w: &RefundWork) -> GatewayConfig {
+    let millis = |v: Option<i64>| {
+        v.and_then(|ms| u64::try_from(ms).ok())
+            .map(std::time::Duration::from_millis)
+    };
+    GatewayConfig {
+        provider_type: w.provider_type.clone(),
+        base_url: w.base_url.clone(),
+        credential_env: w.credential_env.clone(),
+        merchant_account: w.merchant_account.clone(),
+        timeout: millis(w.timeout_ms),
+        connect_timeout: millis(w.connect_timeout_ms),
+        result_code_mapping: w.result_code_mapping.clone(),
     }
 }
 
@@ -90,8 +117,10 @@ pub(crate) async fn start_call(
 /// What to do with an answer besides logging it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Then {
-    /// The answer is final: settle the refund (success or failure).
-    Settle,
+    /// The answer is final: settle the refund (success or failure). A success that settles
+    /// later stays `Pending`; with `poll_at` it is looked up from then on, without it the
+    /// provider's notification settles it.
+    Settle { poll_at: Option<i64> },
     /// Only log it (a repeat or another lookup follows).
     LogOnly,
     /// Unknown outcome: keep the money reserved and look the refund up at this time.
@@ -138,13 +167,16 @@ pub(crate) async fn finish_call(
     match then {
         Then::LogOnly => {}
         Then::Reconcile(at) => sql::start_reconciliation(tx.conn(), &w.id, at, now).await?,
-        Then::Settle if outcome.code == SfResultCode::Success => {
+        Then::Settle { poll_at } if outcome.code == SfResultCode::Success => {
             let line_id = SfId::generate(ObjectType::RefundLinePayment).into_string();
-            settled =
-                sql::settle_success(tx.conn(), w, &answer, outcome.settles_later, &line_id, now)
-                    .await?;
+            let settlement = match (outcome.settles_later, poll_at) {
+                (false, _) => Settlement::Now,
+                (true, Some(at)) => Settlement::PollAt(at),
+                (true, None) => Settlement::Notified,
+            };
+            settled = sql::settle_success(tx.conn(), w, &answer, settlement, &line_id, now).await?;
         }
-        Then::Settle => {
+        Then::Settle { .. } => {
             let pe_id = SfId::generate(ObjectType::ProcessException).into_string();
             let message = failure_message(w, outcome);
             let description = format!(
@@ -201,4 +233,93 @@ fn failure_message(w: &RefundWork, outcome: &Outcome) -> String {
         message.push_str(&format!(": {text}"));
     }
     message
+}
+
+/// Settles a `Pending` refund on the provider's word (a lookup or a notification whose log
+/// row is `log_id`): `success` moves the reserved money to refunded, otherwise it is
+/// released and a process exception raised. False if the refund was no longer `Pending`.
+pub(crate) async fn finish_pending(
+    db: &Db,
+    w: &RefundWork,
+    log_id: &str,
+    outcome: &Outcome,
+    success: bool,
+    duration_ms: i64,
+) -> Result<bool, JobError> {
+    let now = now_ms();
+    let answer = ProviderAnswer {
+        interaction_status: if success { "Success" } else { "Failed" },
+        sf_result_code: outcome.code.as_str(),
+        gateway_result_code: outcome.gateway_result_code.as_deref(),
+        gateway_message: outcome.message.as_deref(),
+        gateway_ref_number: outcome.gateway_ref.as_deref(),
+        gateway_date: outcome.gateway_date_ms,
+        request: outcome.raw_request.as_deref(),
+        response: outcome.raw_response.as_deref(),
+        duration_ms,
+    };
+    let line_id = SfId::generate(ObjectType::RefundLinePayment).into_string();
+    let pe_id = SfId::generate(ObjectType::ProcessException).into_string();
+    let message = failure_message(w, outcome);
+    let description = format!(
+        "Refund {} (ClientContext {}:{}) was accepted by the provider but did not settle; the reservation was \
+         released{}. Gateway log {}.",
+        w.id,
+        w.operation_id,
+        w.leg,
+        if w.credit_memo_amount > 0 { " and the credit memo balance restored" } else { "" },
+        log_id
+    );
+    let exception = NewProcessException {
+        id: &pe_id,
+        message: &message,
+        description: &description,
+        attached_to_id: &w.id,
+        order_summary_id: &w.order_summary_id,
+        operation_id: Some(&w.operation_id),
+        priority: "High",
+        now,
+    };
+    let mut tx = db.begin().await?;
+    sql::finish_log(tx.conn(), log_id, &w.summary_id, &answer, now).await?;
+    let settled =
+        sql::finish_pending(tx.conn(), w, &answer, success, &line_id, &exception, now).await?;
+    tx.commit().await?;
+    Ok(settled)
+}
+
+/// Records a provider's notification about a refund — always as a gateway log row with
+/// `IsNotification = Yes` — and settles the refund if it is still `Pending`. Repeated
+/// notifications are logged and change nothing else. Returns whether it settled the refund.
+pub async fn settle_notification(
+    db: &Db,
+    w: &RefundWork,
+    outcome: &Outcome,
+    success: bool,
+) -> Result<bool, JobError> {
+    let log_id = SfId::generate(ObjectType::PaymentGatewayLog).into_string();
+    let mut tx = db.begin().await?;
+    sql::insert_log(
+        tx.conn(),
+        &NewLog {
+            id: &log_id,
+            interaction_type: Interaction::ReferencedRefund.as_str(),
+            interaction_status: "Initiated",
+            sf_ref_number: &w.id,
+            request: None,
+            refund_id: &w.id,
+            summary_id: &w.summary_id,
+            gateway_id: &w.gateway_id,
+            is_notification: true,
+            currency: &w.currency,
+            now: now_ms(),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    let settled = finish_pending(db, w, &log_id, outcome, success, 0).await?;
+    if !settled {
+        tracing::info!(refund = %w.id, "notification for a refund that is not pending: logged only");
+    }
+    Ok(settled)
 }

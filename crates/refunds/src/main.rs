@@ -38,6 +38,25 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Run the payment-provider simulator: Stripe's refund API with a persistent ledger.
+    Simulator {
+        #[arg(
+            long,
+            env = "REFUNDS_SIMULATOR_LISTEN",
+            default_value = "127.0.0.1:12111"
+        )]
+        listen: SocketAddr,
+        /// SQLite file holding the simulated provider's refunds (kept across restarts).
+        #[arg(
+            long,
+            env = "REFUNDS_SIMULATOR_LEDGER",
+            default_value = "simulator-ledger.db"
+        )]
+        ledger: std::path::PathBuf,
+        /// Latency added to every refund request.
+        #[arg(long, env = "REFUNDS_SIMULATOR_LATENCY_MS", default_value_t = 0)]
+        latency_ms: u64,
+    },
     /// Apply database migrations and exit.
     Migrate {
         #[arg(
@@ -156,6 +175,26 @@ fn shutdown_signal() -> watch::Receiver<bool> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Simulator {
+            listen,
+            ledger,
+            latency_ms,
+        } => {
+            let simulator =
+                refunds_simulator::Simulator::open(&ledger, Duration::from_millis(latency_ms))
+                    .await
+                    .with_context(|| format!("cannot open the ledger {}", ledger.display()))?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            tracing::info!(address = %listener.local_addr()?, ledger = %ledger.display(), "simulator is serving the Stripe refund API");
+            let mut stop = shutdown_signal();
+            axum::serve(listener, simulator.router())
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await?;
+        }
         Command::Migrate { database_url } => {
             open(&database_url).await?;
             println!("database migrated");

@@ -19,8 +19,14 @@ pub enum Backend {
 /// The PostgreSQL channel a committed enqueue notifies, so idle workers wake at once.
 pub const WAKE_CHANNEL: &str = "refunds_background_operations";
 
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "core", include_str!("../migrations/0001_core.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "core", include_str!("../migrations/0001_core.sql")),
+    (
+        2,
+        "gateway_settings",
+        include_str!("../migrations/0002_gateway_settings.sql"),
+    ),
+];
 
 /// A pooled handle to the database, cheap to clone.
 #[derive(Clone)]

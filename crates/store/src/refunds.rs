@@ -325,12 +325,18 @@ pub struct RefundWork {
     pub gateway_status: String,
     pub base_url: Option<String>,
     pub credential_env: Option<String>,
+    pub merchant_account: Option<String>,
+    pub timeout_ms: Option<i64>,
+    pub connect_timeout_ms: Option<i64>,
+    pub result_code_mapping: Option<String>,
+    pub webhook_hmac_key_env: Option<String>,
 }
 
 const WORK_SELECT: &str = "SELECT r.id, r.background_operation_id, r.leg, s.order_summary_id, r.order_payment_summary_id, \
     r.payment_id, r.payment_gateway_id, r.amount, r.credit_memo_id, r.credit_memo_amount, r.status, r.currency_iso_code, \
     r.attempts, r.lookups, r.reconcile_since, p.gateway_ref_number, g.provider_type, g.status, g.base_url, \
-    g.merchant_credential_env \
+    g.merchant_credential_env, g.merchant_account, g.timeout_ms, g.connect_timeout_ms, g.result_code_mapping, \
+    g.webhook_hmac_key_env \
     FROM refunds r JOIN order_payment_summaries s ON s.id = r.order_payment_summary_id \
     JOIN payments p ON p.id = r.payment_id JOIN payment_gateways g ON g.id = r.payment_gateway_id";
 
@@ -356,6 +362,11 @@ fn work_from_row(r: &AnyRow) -> Result<RefundWork> {
         gateway_status: r.try_get(17)?,
         base_url: r.try_get(18)?,
         credential_env: r.try_get(19)?,
+        merchant_account: r.try_get(20)?,
+        timeout_ms: r.try_get(21)?,
+        connect_timeout_ms: r.try_get(22)?,
+        result_code_mapping: r.try_get(23)?,
+        webhook_hmac_key_env: r.try_get(24)?,
     })
 }
 
@@ -541,22 +552,100 @@ pub async fn settle_success(
     conn: &mut AnyConnection,
     w: &RefundWork,
     a: &ProviderAnswer<'_>,
-    settles_later: bool,
+    settlement: Settlement,
     line_id: &str,
     now: i64,
 ) -> Result<bool> {
-    let status = if settles_later {
-        "Pending"
-    } else {
+    let status = if settlement == Settlement::Now {
         "Processed"
+    } else {
+        "Pending"
     };
     if !leave_draft(conn, &w.id, status, a, now).await? {
         return Ok(false);
     }
-    if !settles_later {
-        move_pending_to_refunded(conn, w, line_id, now).await?;
+    match settlement {
+        Settlement::Now => move_pending_to_refunded(conn, w, line_id, now).await?,
+        Settlement::Notified => {}
+        Settlement::PollAt(at) => {
+            let r = sqlx::query(
+                "UPDATE refunds SET reconcile_state = 'settling', next_lookup_at = $1, lookups = 0, \
+                 reconcile_since = $2 WHERE id = $3 AND status = 'Pending'",
+            )
+            .bind(at)
+            .bind(now)
+            .bind(&w.id)
+            .execute(conn)
+            .await?;
+            expect_one(r, || format!("pending refund {}", w.id))?;
+        }
     }
     Ok(true)
+}
+
+/// When a successful refund's money settles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settlement {
+    /// Already settled: `Processed`.
+    Now,
+    /// Later, announced by the provider's notification: `Pending` until then.
+    Notified,
+    /// Later, found out by looking the refund up from this time on: `Pending` until then.
+    PollAt(i64),
+}
+
+/// Settles a `Pending` refund once the provider confirms (`success`) or reports it failed:
+/// the reserved money becomes refunded, or is released with a process exception. False if
+/// the refund was no longer `Pending` (a duplicate notification changes nothing).
+pub async fn finish_pending(
+    conn: &mut AnyConnection,
+    w: &RefundWork,
+    a: &ProviderAnswer<'_>,
+    success: bool,
+    line_id: &str,
+    exception: &NewProcessException<'_>,
+    now: i64,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE refunds SET status = $1, sf_result_code = $2, gateway_ref_number = COALESCE($3, gateway_ref_number), \
+         gateway_result_code = $4, gateway_result_code_description = $5, gateway_date = COALESCE($6, gateway_date), \
+         reconcile_state = 'none', next_lookup_at = NULL, last_modified_date = $7 WHERE id = $8 AND status = 'Pending'",
+    )
+    .bind(if success { "Processed" } else { "Canceled" })
+    .bind(a.sf_result_code)
+    .bind(a.gateway_ref_number)
+    .bind(a.gateway_result_code)
+    .bind(a.gateway_message)
+    .bind(a.gateway_date)
+    .bind(now)
+    .bind(&w.id)
+    .execute(&mut *conn)
+    .await?;
+    if r.rows_affected() != 1 {
+        return Ok(false);
+    }
+    if success {
+        move_pending_to_refunded(conn, w, line_id, now).await?;
+    } else {
+        release_reservation(conn, w, now).await?;
+        insert_process_exception(conn, exception).await?;
+    }
+    Ok(true)
+}
+
+/// `Pending` refunds whose settlement lookup is due.
+pub async fn due_settlements(db: &Db, now: i64, limit: i64) -> Result<Vec<RefundWork>> {
+    sqlx::query(&format!(
+        "{WORK_SELECT} WHERE r.reconcile_state = 'settling' AND r.status = 'Pending' AND r.next_lookup_at <= $1 \
+         ORDER BY r.next_lookup_at LIMIT $2"
+    ))
+    .bind(now)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?
+    .iter()
+    .map(work_from_row)
+    .collect()
 }
 
 async fn move_pending_to_refunded(
@@ -708,7 +797,8 @@ pub async fn take_reconciliation(
 ) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE refunds SET lookups = lookups + 1, next_lookup_at = $1, last_modified_date = $2 \
-         WHERE id = $3 AND lookups = $4 AND reconcile_state = 'pending' AND status = 'Draft'",
+         WHERE id = $3 AND lookups = $4 AND ((reconcile_state = 'pending' AND status = 'Draft') \
+         OR (reconcile_state = 'settling' AND status = 'Pending'))",
     )
     .bind(next_lookup_at)
     .bind(now)
@@ -779,4 +869,15 @@ pub async fn insert_process_exception(
     .execute(conn)
     .await?;
     expect_one(r, || format!("order summary {}", e.order_summary_id))
+}
+
+/// A refund with its gateway, by id, outside any transaction (for notifications).
+pub async fn find_refund_work(db: &Db, refund_id: &str) -> Result<Option<RefundWork>> {
+    sqlx::query(&format!("{WORK_SELECT} WHERE r.id = $1"))
+        .bind(refund_id)
+        .fetch_optional(db.pool())
+        .await?
+        .as_ref()
+        .map(work_from_row)
+        .transpose()
 }

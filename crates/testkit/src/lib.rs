@@ -261,18 +261,25 @@ impl TestApp {
         value
     }
 
-    /// An order in `currency` with one Simulator payment (and summary) per amount.
+    /// An order in `currency` with one built-in Simulator payment (and summary) per amount.
     pub async fn order(&self, currency: &str, amounts: &[&str]) -> Order {
-        let id = self
-            .create(
-                "OrderSummary",
-                json!({"OrderNumber": "T-1", "CurrencyIsoCode": currency}),
-            )
-            .await;
         let gateway = self
             .create(
                 "PaymentGateway",
                 json!({"PaymentGatewayName": "Simulator", "ProviderType": "Simulator"}),
+            )
+            .await;
+        self.order_on(&gateway, currency, amounts).await
+    }
+
+    /// An order whose payments (one per amount, each in its own summary) go through
+    /// `gateway`; their GatewayRefNumbers are `ch_test_<n>`.
+    pub async fn order_on(&self, gateway: &str, currency: &str, amounts: &[&str]) -> Order {
+        let gateway = gateway.to_string();
+        let id = self
+            .create(
+                "OrderSummary",
+                json!({"OrderNumber": "T-1", "CurrencyIsoCode": currency}),
             )
             .await;
         let mut payments = Vec::new();
@@ -437,6 +444,45 @@ impl TestApp {
             out.push(self.record("ProcessException", &id).await);
         }
         out
+    }
+}
+
+/// The Stripe-compatible simulator (`refunds simulator`) on a loopback port, with its
+/// ledger in a temporary file: real HTTP between the service and a provider.
+pub struct StripeSimulator {
+    pub base_url: String,
+    pub simulator: refunds_simulator::Simulator,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl StripeSimulator {
+    pub async fn start() -> StripeSimulator {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let simulator =
+            refunds_simulator::Simulator::open(&dir.path().join("ledger.db"), Duration::ZERO)
+                .await
+                .expect("open simulator ledger");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind simulator");
+        let base_url = format!("http://{}", listener.local_addr().expect("address"));
+        let router = simulator.clone().router();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        StripeSimulator {
+            base_url,
+            simulator,
+            task,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for StripeSimulator {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

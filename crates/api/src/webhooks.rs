@@ -1,0 +1,80 @@
+//! `POST /webhooks/adyen`: Adyen's standard notifications about refunds.
+//!
+//! Every item is verified with its gateway's HMAC key before anything changes; one bad
+//! signature rejects the whole delivery with 401. Verified `REFUND` / `REFUND_FAILED`
+//! items settle their `Pending` refund; each is logged as a notification. Adyen expects
+//! the body `[accepted]` once a delivery is stored.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use refunds_domain::SfResultCode;
+use refunds_gateway::adyen::{parse_notification, NotificationItem};
+use refunds_gateway::Outcome;
+use refunds_store::refunds::{find_refund_work, RefundWork};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "INVALID_SIGNATURE", message)
+}
+
+pub async fn adyen(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body?;
+    let items = parse_notification(&body).map_err(ApiError::json_parser)?;
+    let mut verified: Vec<(NotificationItem, RefundWork)> = Vec::new();
+    for item in items.into_iter().filter(NotificationItem::is_refund_event) {
+        let Some(w) = find_refund_work(&state.db, &item.merchant_reference).await? else {
+            tracing::warn!(reference = %item.merchant_reference, "Adyen notification for an unknown refund: ignored");
+            continue;
+        };
+        if w.provider_type != "Adyen" {
+            tracing::warn!(refund = %w.id, "Adyen notification for a refund of another provider: ignored");
+            continue;
+        }
+        let key = w
+            .webhook_hmac_key_env
+            .as_deref()
+            .and_then(|name| std::env::var(name).ok());
+        let Some(key) = key else {
+            tracing::error!(gateway = %w.gateway_id, "no webhook HMAC key configured: cannot verify Adyen notifications");
+            return Err(unauthorized("The notification cannot be verified"));
+        };
+        if !item.verify(&key) {
+            tracing::warn!(refund = %w.id, "Adyen notification with a bad HMAC signature: delivery rejected");
+            return Err(unauthorized("The notification's HMAC signature is invalid"));
+        }
+        verified.push((item, w));
+    }
+    for (item, w) in verified {
+        let success = item.succeeded();
+        let outcome = Outcome {
+            code: if success {
+                SfResultCode::Success
+            } else {
+                SfResultCode::Decline
+            },
+            gateway_result_code: Some(item.event_code.clone()),
+            message: Some(match (&item.reason, success) {
+                (_, true) => "[refund-complete]".to_string(),
+                (Some(reason), false) => format!("[refund-fail] {reason}"),
+                (None, false) => "[refund-fail]".to_string(),
+            }),
+            gateway_ref: Some(item.psp_reference.clone()),
+            gateway_date_ms: Some(refunds_store::now_ms()),
+            settles_later: false,
+            raw_request: None,
+            raw_response: Some(format!("{item:?}")),
+        };
+        refunds_queue::settle_notification(&state.db, &w, &outcome, success)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain")], "[accepted]").into_response())
+}

@@ -1,0 +1,104 @@
+//! The HTTP plumbing every HTTP adapter shares: the pooled client, classifying transport
+//! failures, and keeping secrets out of what is logged.
+
+use std::time::Duration;
+
+use refunds_domain::SfResultCode;
+
+use crate::Outcome;
+
+/// A pooled client. Redirects are not followed: a provider API answers, it does not redirect.
+pub(crate) fn client(connect_timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// What a failed exchange means for the money. A request that never left (connection
+/// refused, DNS, connect timeout) moved nothing: `SystemError`, safe to repeat. Anything
+/// after the request may have been sent (read timeout, connection cut, unreadable body)
+/// leaves the outcome unknown: `Indeterminate`, to be looked up.
+pub(crate) fn transport_failure(
+    error: &reqwest::Error,
+    raw_request: &str,
+    secret: Option<&str>,
+) -> Outcome {
+    let code = if error.is_connect() || error.is_builder() {
+        SfResultCode::SystemError
+    } else {
+        SfResultCode::Indeterminate
+    };
+    let kind = if error.is_connect() {
+        "connection failed before the request was sent"
+    } else if error.is_timeout() {
+        "timed out waiting for the answer"
+    } else {
+        "the exchange broke off after the request was sent"
+    };
+    Outcome {
+        raw_request: Some(redact(raw_request, secret)),
+        gateway_result_code: Some(
+            if error.is_timeout() {
+                "timeout"
+            } else {
+                "transport_error"
+            }
+            .into(),
+        ),
+        ..Outcome::bare(code, redact(&format!("{kind}: {error}"), secret))
+    }
+}
+
+/// Removes a secret from text bound for a log (defence in depth: requests are built
+/// without it, but a provider might echo it).
+pub(crate) fn redact(text: &str, secret: Option<&str>) -> String {
+    match secret {
+        Some(s) if s.len() >= 4 => text.replace(s, "[REDACTED]"),
+        _ => text.to_string(),
+    }
+}
+
+/// Removes a secret from every text of an outcome: a provider may echo it in a message, a
+/// code or a reference, not only in the raw response.
+pub(crate) fn redact_outcome(outcome: &mut Outcome, secret: Option<&str>) {
+    let texts = [
+        &mut outcome.gateway_result_code,
+        &mut outcome.message,
+        &mut outcome.gateway_ref,
+        &mut outcome.raw_request,
+        &mut outcome.raw_response,
+    ];
+    for text in texts.into_iter().flatten() {
+        *text = redact(text, secret);
+    }
+}
+
+/// Reads the provider secret from the named environment variable.
+pub(crate) fn secret(env: Option<&str>) -> Result<String, String> {
+    let name = env.ok_or("the payment gateway has no MerchantCredentialEnv")?;
+    std::env::var(name)
+        .map_err(|_| format!("environment variable {name} (the provider credential) is not set"))
+}
+
+/// Response bodies kept in logs are capped.
+pub(crate) fn truncate(text: &str) -> String {
+    const MAX: usize = 16 * 1024;
+    if text.len() <= MAX {
+        return text.to_string();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[truncated]", &text[..end])
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
