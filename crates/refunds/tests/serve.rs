@@ -238,3 +238,81 @@ fn migrate_creates_the_database() {
         .unwrap();
     assert!(again.status.success(), "migrating twice is a no-op");
 }
+
+fn simulator_process(port: u16, ledger: &Path) -> Server {
+    let child = Command::new(env!("CARGO_BIN_EXE_refunds"))
+        .args(["simulator", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--ledger")
+        .arg(ledger)
+        .env("REFUNDS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start refunds simulator");
+    Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+async fn create_refund(base: &str, key: &str) -> Option<Value> {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/refunds"))
+        .bearer_auth("sk_test_demo")
+        .header("Idempotency-Key", key)
+        .form(&[
+            ("charge", "ch_demo_1"),
+            ("amount", "1250"),
+            ("metadata[refund_id]", key),
+        ])
+        .send()
+        .await
+        .ok()?;
+    assert_eq!(r.status(), 200);
+    r.json().await.ok()
+}
+
+async fn until_up(base: &str, key: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = create_refund(base, key).await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "simulator did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_simulator_keeps_its_ledger_across_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.db");
+    let port = free_port();
+    let mut first = simulator_process(port, &ledger);
+    let refund = until_up(&first.base, "0RfKEY1").await;
+    assert_eq!(refund["status"], "succeeded");
+    first.child.kill().unwrap(); // SIGKILL
+    first.child.wait().unwrap();
+
+    let second = simulator_process(port, &ledger);
+    let replay = until_up(&second.base, "0RfKEY1").await;
+    assert_eq!(
+        replay["id"], refund["id"],
+        "the same key replays the recorded refund"
+    );
+    let list: Value = reqwest::Client::new()
+        .get(format!("{}/v1/refunds?charge=ch_demo_1", second.base))
+        .bearer_auth("sk_test_demo")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["data"].as_array().unwrap().len(),
+        1,
+        "one refund, kept and not doubled: {list}"
+    );
+}
