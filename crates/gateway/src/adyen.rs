@@ -43,10 +43,16 @@ impl Adyen {
     }
 
     async fn send(&self, request: &RefundRequest) -> Outcome {
-        let Some(psp) = request.payment_ref.as_deref().filter(|r| !r.is_empty()) else {
+        // The reference goes into the URL path: only a plain token is accepted, so it
+        // cannot change the path or add a query.
+        let Some(psp) = request.payment_ref.as_deref().filter(|r| {
+            !r.is_empty()
+                && r.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        }) else {
             return Outcome::bare(
                 SfResultCode::ValidationError,
-                "Payment has no GatewayRefNumber (Adyen pspReference)",
+                "Payment GatewayRefNumber is not an Adyen pspReference (letters, digits, _ and - only)",
             );
         };
         let Some(merchant) = self.merchant_account.as_deref() else {
@@ -328,6 +334,34 @@ mod tests {
         tampered.amount.value = 100_000;
         assert!(!tampered.verify(key), "a changed amount fails");
         assert!(items[0].succeeded() && items[0].is_refund_event());
+    }
+
+    #[tokio::test]
+    async fn a_reference_that_would_change_the_url_is_refused_before_sending() {
+        let adyen = Adyen::new(
+            reqwest::Client::new(),
+            &GatewayConfig {
+                provider_type: "Adyen".into(),
+                base_url: Some("http://127.0.0.1:9".into()),
+                credential_env: Some("REFUNDS_TEST_ADYEN_UNUSED".into()),
+                merchant_account: Some("M".into()),
+                ..GatewayConfig::default()
+            },
+        );
+        for bad in ["../../admin", "PSP?x=1", "PSP/1", "PSP 1"] {
+            let request = RefundRequest {
+                idempotency_key: "0Rf1".into(),
+                payment_ref: Some(bad.into()),
+                amount: 100,
+                currency: "USD".into(),
+                operation_id: "0BO1".into(),
+            };
+            assert_eq!(
+                adyen.refund(&request).await.code,
+                SfResultCode::ValidationError,
+                "{bad}"
+            );
+        }
     }
 
     #[test]
