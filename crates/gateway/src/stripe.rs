@@ -122,33 +122,60 @@ impl Provider for Stripe {
             Ok(k) => k,
             Err(why) => return Lookup::Unknown(Outcome::bare(SfResultCode::SystemError, why)),
         };
-        let raw_request = format!("GET /v1/refunds?{field}={reference}&limit=100");
-        let sent = self
-            .client
-            .get(format!("{}/v1/refunds", self.base_url))
-            .bearer_auth(&key)
-            .query(&[(field, reference), ("limit", "100")])
-            .timeout(self.timeout)
-            .send()
-            .await;
-        let response = match sent {
-            Ok(r) => r,
-            Err(e) => return Lookup::Unknown(transport_failure(&e, &raw_request, Some(&key))),
-        };
-        let status = response.status().as_u16();
-        let text = match response.text().await {
-            Ok(t) => t,
-            Err(e) => return Lookup::Unknown(transport_failure(&e, &raw_request, Some(&key))),
-        };
-        let mut found = wire::lookup_answer(status, &text, &request.idempotency_key);
-        let outcome = found.outcome_mut();
-        outcome.raw_request = Some(raw_request);
-        outcome.raw_response = Some(truncate(&redact(
-            &format!("HTTP {status}\n{text}"),
-            Some(&key),
-        )));
-        redact_outcome(outcome, Some(&key));
-        found
+        // Stripe lists newest first, 100 at a time; a charge with more refunds is paged
+        // through (up to MAX_PAGES) before "not found" is concluded.
+        const MAX_PAGES: usize = 10;
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let mut query = vec![(field, reference.to_string()), ("limit", "100".to_string())];
+            if let Some(cursor) = &after {
+                query.push(("starting_after", cursor.clone()));
+            }
+            let raw_request = format!(
+                "GET /v1/refunds?{}",
+                query
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join("&")
+            );
+            let sent = self
+                .client
+                .get(format!("{}/v1/refunds", self.base_url))
+                .bearer_auth(&key)
+                .query(&query)
+                .timeout(self.timeout)
+                .send()
+                .await;
+            let response = match sent {
+                Ok(r) => r,
+                Err(e) => return Lookup::Unknown(transport_failure(&e, &raw_request, Some(&key))),
+            };
+            let status = response.status().as_u16();
+            let text = match response.text().await {
+                Ok(t) => t,
+                Err(e) => return Lookup::Unknown(transport_failure(&e, &raw_request, Some(&key))),
+            };
+            let mut found = wire::lookup_answer(status, &text, &request.idempotency_key);
+            if matches!(found, Lookup::NotFound(_)) {
+                if let Some(cursor) = wire::next_page(&text) {
+                    after = Some(cursor);
+                    continue;
+                }
+            }
+            let outcome = found.outcome_mut();
+            outcome.raw_request = Some(raw_request);
+            outcome.raw_response = Some(truncate(&redact(
+                &format!("HTTP {status}\n{text}"),
+                Some(&key),
+            )));
+            redact_outcome(outcome, Some(&key));
+            return found;
+        }
+        Lookup::Unknown(Outcome::bare(
+            SfResultCode::Indeterminate,
+            format!("more than {MAX_PAGES} pages of refunds on {reference}; not searched further"),
+        ))
     }
 
     fn polls_settlement(&self) -> bool {
@@ -193,6 +220,22 @@ pub mod wire {
     #[derive(Debug, Deserialize)]
     struct List {
         data: Vec<Refund>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Page {
+        #[serde(default)]
+        has_more: bool,
+        data: Vec<serde_json::Map<String, serde_json::Value>>,
+    }
+
+    /// The cursor of the next page of a list (the last id), if Stripe says there is one.
+    pub fn next_page(body: &str) -> Option<String> {
+        let page = serde_json::from_str::<Page>(body).ok()?;
+        if !page.has_more {
+            return None;
+        }
+        page.data.last()?.get("id")?.as_str().map(str::to_string)
     }
 
     /// Error codes that mean "this refund can never be made", not "the request was wrong".

@@ -1174,3 +1174,42 @@ async fn two_gateways_with_the_same_connect_timeout_both_work() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_lookup_pages_through_a_charge_with_many_refunds() {
+    let server = MockServer::start().await;
+    let mut first_page = refund_list(vec![
+        refund_object("re_newest", "succeeded", "0xR5e000000ZzZzZZ1"),
+        refund_object("re_older", "succeeded", "0xR5e000000ZzZzZZ2"),
+    ]);
+    first_page["has_more"] = json!(true);
+    // The second page is asked for after the last id of the first.
+    Mock::given(method("GET"))
+        .and(path("/v1/refunds"))
+        .and(query_param("starting_after", "re_older"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(refund_list(vec![refund_object(
+                "re_mine",
+                "succeeded",
+                KEY,
+            )])),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/refunds"))
+        .and(query_param("charge", "ch_3NispeLkdIwHu7ix0nnEZGwu"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(first_page))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let lookup = stripe(&server, "PAGES")
+        .lookup(&request("ch_3NispeLkdIwHu7ix0nnEZGwu"))
+        .await;
+    let Lookup::Found(outcome) = lookup else {
+        panic!("the refund is on the second page: {lookup:?}")
+    };
+    assert_eq!(outcome.gateway_ref.as_deref(), Some("re_mine"));
+}
