@@ -5,11 +5,13 @@
 //! transaction, and render. The API never calls a payment provider and never changes a
 //! refund's money itself: it records requests; workers act on them.
 
+pub mod auth;
 mod body;
 mod ensure_refunds;
 mod error;
 mod render;
 mod sobjects;
+mod soql;
 mod version;
 mod webhooks;
 
@@ -35,6 +37,12 @@ pub struct AppState {
     pub queue: QueueConfig,
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_ttl: Duration,
+    /// Token lifetime and failed-login counters.
+    pub auth: std::sync::Arc<auth::Auth>,
+    /// The `instance_url` handed to clients; by default this request's scheme and host.
+    pub public_url: Option<String>,
+    /// Whether this server speaks HTTPS (for the default `instance_url`).
+    pub tls: bool,
 }
 
 impl AppState {
@@ -43,6 +51,9 @@ impl AppState {
             db,
             queue,
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            auth: std::sync::Arc::new(auth::Auth::new(Duration::from_secs(2 * 3600))),
+            public_url: None,
+            tls: false,
         }
     }
 }
@@ -50,6 +61,8 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let data = Router::new()
         .route("/{version}", get(resources))
+        .route("/{version}/query", get(soql::query))
+        .route("/{version}/query/", get(soql::query))
         .route("/{version}/sobjects/{ty}", post(sobjects::create))
         .route("/{version}/sobjects/{ty}/{id}", get(sobjects::read).patch(sobjects::update))
         .route(
@@ -64,10 +77,15 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/services/data", get(versions))
+        .route("/services/oauth2/token", post(auth::token))
         .route("/webhooks/adyen", post(webhooks::adyen))
         .nest("/services/data", data)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_bearer,
+        ))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -132,6 +150,7 @@ async fn resources(
         StatusCode::OK,
         &json!({
             "sobjects": format!("{base}/sobjects"),
+            "query": format!("{base}/query"),
             "commerce": format!("{base}/commerce"),
         }),
     ))

@@ -904,13 +904,16 @@ async fn an_expired_key_is_a_new_request(backend: Backend) {
     let order = app.order("USD", &["100.00"]).await;
     // The same database behind a router that remembers keys for 1 ms only.
     let short = router(AppState {
-        db: app.db.clone(),
-        queue: app.config.clone(),
         idempotency_ttl: Duration::from_millis(1),
+        ..AppState::new(app.db.clone(), app.config.clone())
     });
     let path = TestApp::ensure_path(&order.id);
     let body = br#"{"excessFundsAmount": 10}"#.to_vec();
-    let key = [("Idempotency-Key", "k1")];
+    let bearer = format!("Bearer {}", app.token);
+    let key = [
+        ("Idempotency-Key", "k1"),
+        ("Authorization", bearer.as_str()),
+    ];
     let first = raw_on(&short, Method::POST, &path, Some(body.clone()), &key).await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
     let first_id = first.json()["backgroundOperationId"].clone();
@@ -948,13 +951,17 @@ async fn concurrent_requests_with_one_key_enqueue_once(backend: Backend) {
     for _ in 0..8 {
         let router = app.router.clone();
         let path = path.clone();
+        let bearer = format!("Bearer {}", app.token);
         tasks.push(tokio::spawn(async move {
             let answer = raw_on(
                 &router,
                 Method::POST,
                 &path,
                 Some(br#"{"excessFundsAmount": 10}"#.to_vec()),
-                &[("Idempotency-Key", "same")],
+                &[
+                    ("Idempotency-Key", "same"),
+                    ("Authorization", bearer.as_str()),
+                ],
             )
             .await;
             (answer.status, answer.json())

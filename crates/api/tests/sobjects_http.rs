@@ -97,6 +97,11 @@ const PAYMENT_GATEWAY: &[&str] = &[
     "Status",
     "BaseUrl",
     "MerchantCredentialEnv",
+    "MerchantAccount",
+    "WebhookHmacKeyEnv",
+    "TimeoutMs",
+    "ConnectTimeoutMs",
+    "ResultCodeMapping",
     "CreatedDate",
     "LastModifiedDate",
 ];

@@ -98,8 +98,27 @@ async fn main() {
     let app = router(AppState::new(db.clone(), config.clone()));
     tokio::spawn(async move { axum::serve(listener, app).await });
     let base = format!("http://{addr}/services/data/v58.0");
+    let (client_id, _) =
+        refunds_api::auth::create_client(&db, &format!("bench-{}", std::process::id()))
+            .await
+            .expect("create client")
+            .expect("new client");
+    let (token, _) = refunds_api::auth::issue_token(
+        &db,
+        &client_id,
+        "005000000000001AAA",
+        Duration::from_secs(3600),
+    )
+    .await
+    .expect("token");
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().expect("header"),
+    );
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
+        .default_headers(auth)
         .build()
         .expect("client");
 

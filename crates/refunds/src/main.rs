@@ -30,6 +30,12 @@ enum Command {
     Serve {
         #[arg(long, env = "REFUNDS_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Lifetime of access tokens.
+        #[arg(long, env = "REFUNDS_TOKEN_TTL_SECS", default_value_t = 7200)]
+        token_ttl_secs: u64,
+        /// The instance_url handed to clients (default: the scheme and host they called).
+        #[arg(long, env = "REFUNDS_PUBLIC_URL")]
+        public_url: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -57,6 +63,30 @@ enum Command {
         #[arg(long, env = "REFUNDS_SIMULATOR_LATENCY_MS", default_value_t = 0)]
         latency_ms: u64,
     },
+    /// Manage API clients (OAuth client id and secret).
+    Clients {
+        #[command(subcommand)]
+        action: ClientAction,
+        #[arg(
+            long,
+            env = "REFUNDS_DATABASE_URL",
+            default_value = "sqlite:refunds.db",
+            global = true
+        )]
+        database_url: String,
+    },
+    /// Manage users (for the OAuth password grant).
+    Users {
+        #[command(subcommand)]
+        action: UserAction,
+        #[arg(
+            long,
+            env = "REFUNDS_DATABASE_URL",
+            default_value = "sqlite:refunds.db",
+            global = true
+        )]
+        database_url: String,
+    },
     /// Apply database migrations and exit.
     Migrate {
         #[arg(
@@ -66,6 +96,20 @@ enum Command {
         )]
         database_url: String,
     },
+}
+
+#[derive(Subcommand)]
+enum ClientAction {
+    /// Create a client; prints its client_id and client_secret (the secret only this once).
+    Create { name: String },
+    /// Revoke a client and every token it holds.
+    Revoke { name: String },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Create a user; prints the username and a generated password (only this once).
+    Create { username: String },
 }
 
 #[derive(Args)]
@@ -195,6 +239,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await?;
         }
+        Command::Clients {
+            action,
+            database_url,
+        } => {
+            let db = open(&database_url).await?;
+            match action {
+                ClientAction::Create { name } => {
+                    match refunds_api::auth::create_client(&db, &name).await? {
+                        Some((client_id, secret)) => {
+                            println!("client_id={client_id}\nclient_secret={secret}")
+                        }
+                        None => anyhow::bail!("a client named {name} already exists"),
+                    }
+                }
+                ClientAction::Revoke { name } => {
+                    anyhow::ensure!(
+                        refunds_store::auth::revoke_client(&db, &name, refunds_store::now_ms())
+                            .await?,
+                        "there is no client named {name}"
+                    );
+                    println!("revoked {name}");
+                }
+            }
+        }
+        Command::Users {
+            action,
+            database_url,
+        } => {
+            let db = open(&database_url).await?;
+            match action {
+                UserAction::Create { username } => {
+                    match refunds_api::auth::create_user(&db, &username).await? {
+                        Some(password) => println!("username={username}\npassword={password}"),
+                        None => anyhow::bail!("a user named {username} already exists"),
+                    }
+                }
+            }
+        }
         Command::Migrate { database_url } => {
             open(&database_url).await?;
             println!("database migrated");
@@ -205,7 +287,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(worker = runner.worker_id(), "worker started");
             runner.run(shutdown_signal()).await;
         }
-        Command::Serve { listen, common } => {
+        Command::Serve {
+            listen,
+            token_ttl_secs,
+            public_url,
+            common,
+        } => {
             let db = open(&common.database_url).await?;
             let queue = common.queue_config()?;
             let shutdown = shutdown_signal();
@@ -216,7 +303,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {listen}"))?;
             tracing::info!(address = %listener.local_addr()?, backend = ?db.backend(), "refunds is serving");
             let mut stop = shutdown.clone();
-            axum::serve(listener, router(AppState::new(db, queue)))
+            let state = AppState {
+                auth: std::sync::Arc::new(refunds_api::auth::Auth::new(Duration::from_secs(
+                    token_ttl_secs,
+                ))),
+                public_url,
+                ..AppState::new(db, queue)
+            };
+            axum::serve(listener, router(state))
                 .with_graceful_shutdown(async move {
                     let _ = stop.wait_for(|s| *s).await;
                 })

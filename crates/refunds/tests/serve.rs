@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 struct Server {
     child: Child,
     base: String,
+    token: String,
 }
 
 impl Drop for Server {
@@ -42,14 +43,16 @@ async fn serve(db: &Path, env: &[(&str, &str)]) -> Server {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let server = Server {
+    let mut server = Server {
         child: cmd.spawn().expect("start refunds serve"),
         base: format!("http://127.0.0.1:{port}"),
+        token: String::new(),
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(r) = reqwest::get(format!("{}/healthz", server.base)).await {
             if r.status() == 200 {
+                server.token = login(&server.base, db).await;
                 return server;
             }
         }
@@ -58,9 +61,46 @@ async fn serve(db: &Path, env: &[(&str, &str)]) -> Server {
     }
 }
 
-async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
+/// Creates an API client with the CLI (once per database) and logs in with it.
+async fn login(base: &str, db: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_refunds"))
+        .args(["clients", "create", "tests", "--database-url"])
+        .arg(format!("sqlite:{}", db.display()))
+        .env("REFUNDS_LOG", "warn")
+        .output()
+        .expect("refunds clients create");
+    let credentials = db.with_extension("client");
+    if out.status.success() {
+        std::fs::write(&credentials, &out.stdout).unwrap();
+    }
+    let text = std::fs::read_to_string(&credentials).expect("client credentials");
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap()
+            .to_string()
+    };
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{base}/services/oauth2/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &value("client_id")),
+            ("client_secret", &value("client_secret")),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["access_token"].as_str().expect("token").to_string()
+}
+
+async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
+    let base = &server.base;
     let r = reqwest::Client::new()
         .post(format!("{base}/services/data/v58.0{path}"))
+        .bearer_auth(&server.token)
         .json(&body)
         .send()
         .await
@@ -69,8 +109,11 @@ async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
     (status, r.json().await.unwrap())
 }
 
-async fn get(base: &str, path: &str) -> Value {
-    let r = reqwest::get(format!("{base}/services/data/v58.0{path}"))
+async fn get(server: &Server, path: &str) -> Value {
+    let r = reqwest::Client::new()
+        .get(format!("{}/services/data/v58.0{path}", server.base))
+        .bearer_auth(&server.token)
+        .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "GET {path}");
@@ -81,7 +124,7 @@ async fn get(base: &str, path: &str) -> Value {
     r.json().await.unwrap()
 }
 
-async fn load_order(base: &str) -> (String, String) {
+async fn load_order(base: &Server) -> (String, String) {
     let (_, order) = post(
         base,
         "/sobjects/OrderSummary",
@@ -114,7 +157,7 @@ async fn load_order(base: &str) -> (String, String) {
     )
 }
 
-async fn wait_complete(base: &str, op: &str) -> Value {
+async fn wait_complete(base: &Server, op: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let bo = get(base, &format!("/sobjects/BackgroundOperation/{op}")).await;
@@ -133,7 +176,7 @@ async fn wait_complete(base: &str, op: &str) -> Value {
 async fn walk_through_over_http() {
     let dir = tempfile::tempdir().unwrap();
     let server = serve(&dir.path().join("refunds.db"), &[]).await;
-    let base = server.base.as_str();
+    let base = &server;
     let (order, ops) = load_order(base).await;
     let (_, cm) = post(
         base,
@@ -183,9 +226,9 @@ async fn an_accepted_request_survives_a_killed_process() {
         ],
     )
     .await;
-    let (order, ops) = load_order(&server.base).await;
+    let (order, ops) = load_order(&server).await;
     let (status, answer) = post(
-        &server.base,
+        &server,
         &format!(
             "/commerce/order-management/order-summaries/{order}/async-actions/ensure-refunds-async"
         ),
@@ -201,12 +244,8 @@ async fn an_accepted_request_survives_a_killed_process() {
     server.child.wait().unwrap();
 
     let server = serve(&db, &[("REFUNDS_LEASE_MS", "500")]).await;
-    wait_complete(&server.base, &op).await;
-    let summary = get(
-        &server.base,
-        &format!("/sobjects/OrderPaymentSummary/{ops}"),
-    )
-    .await;
+    wait_complete(&server, &op).await;
+    let summary = get(&server, &format!("/sobjects/OrderPaymentSummary/{ops}")).await;
     assert_eq!(
         summary["RefundedAmount"].to_string(),
         "12.50",
@@ -253,6 +292,7 @@ fn simulator_process(port: u16, ledger: &Path) -> Server {
     Server {
         child,
         base: format!("http://127.0.0.1:{port}"),
+        token: String::new(),
     }
 }
 

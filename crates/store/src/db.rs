@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "gateway_settings",
         include_str!("../migrations/0002_gateway_settings.sql"),
     ),
+    (3, "auth", include_str!("../migrations/0003_auth.sql")),
 ];
 
 /// A pooled handle to the database, cheap to clone.

@@ -13,8 +13,10 @@
 //! statements, each guarded so that a wrong caller cannot break an invariant — a reservation
 //! is a conditional update, every write of a running operation is fenced by its lease.
 
+pub mod auth;
 pub mod db;
 pub mod ops;
+pub mod query;
 pub mod records;
 pub mod refunds;
 pub mod schema;

@@ -56,7 +56,7 @@ fn select_list(fields: &[&'static FieldDef], has_currency: bool) -> String {
     cols.join(", ")
 }
 
-fn decode(row: &sqlx::any::AnyRow, i: usize, kind: FieldKind) -> Result<Value> {
+pub(crate) fn decode(row: &sqlx::any::AnyRow, i: usize, kind: FieldKind) -> Result<Value> {
     Ok(match kind {
         FieldKind::Money | FieldKind::DateTime | FieldKind::Int => {
             match row.try_get::<Option<i64>, _>(i)? {

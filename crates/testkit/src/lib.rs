@@ -166,6 +166,9 @@ pub struct TestApp {
     pub runner: Runner,
     pub registry: Registry,
     pub config: QueueConfig,
+    /// A valid bearer token; `call` sends it unless the request names its own
+    /// `Authorization`.
+    pub token: String,
     _test_db: TestDb,
 }
 
@@ -189,12 +192,25 @@ impl TestApp {
         let registry = Registry::new(SimulatorConfig::default());
         let runner = Runner::new(db.clone(), config.clone(), registry.clone());
         let router = router(AppState::new(db.clone(), config.clone()));
+        let (client_id, _) = refunds_api::auth::create_client(&db, "tests")
+            .await
+            .expect("create client")
+            .expect("new client");
+        let (token, _) = refunds_api::auth::issue_token(
+            &db,
+            &client_id,
+            "005000000000001AAA",
+            Duration::from_secs(3600),
+        )
+        .await
+        .expect("issue token");
         Some(TestApp {
             db,
             router,
             runner,
             registry,
             config,
+            token,
             _test_db: test_db,
         })
     }
@@ -211,6 +227,12 @@ impl TestApp {
         let mut request = Request::builder().method(method).uri(path);
         for (k, v) in headers {
             request = request.header(*k, *v);
+        }
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            request = request.header("authorization", format!("Bearer {}", self.token));
         }
         let request = request
             .header("content-type", "application/json")

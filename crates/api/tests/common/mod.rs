@@ -49,7 +49,15 @@ pub async fn raw(
     body: Option<Vec<u8>>,
     headers: &[(&str, &str)],
 ) -> Raw {
-    raw_on(&app.router, method, path, body, headers).await
+    let bearer = format!("Bearer {}", app.token);
+    let mut with_token: Vec<(&str, &str)> = headers.to_vec();
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+    {
+        with_token.push(("Authorization", bearer.as_str()));
+    }
+    raw_on(&app.router, method, path, body, &with_token).await
 }
 
 /// As [`raw`], through any router (e.g. one built with a different `AppState`).

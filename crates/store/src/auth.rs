@@ -1,0 +1,157 @@
+//! API clients, users and access tokens. Only hashes are stored: argon2 for client secrets
+//! and passwords (computed by the caller), SHA-256 for tokens.
+
+use sqlx::Row;
+
+use crate::{Db, Result};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRow {
+    pub client_id: String,
+    pub secret_hash: String,
+    pub user_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRow {
+    pub id: String,
+    pub password_hash: String,
+}
+
+pub async fn insert_client(
+    db: &Db,
+    id: &str,
+    name: &str,
+    client_id: &str,
+    secret_hash: &str,
+    user_id: &str,
+    now: i64,
+) -> Result<bool> {
+    let mut tx = db.begin().await?;
+    let r = sqlx::query(
+        "INSERT INTO api_clients (id, name, client_id, secret_hash, user_id, created_date) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(client_id)
+    .bind(secret_hash)
+    .bind(user_id)
+    .bind(now)
+    .execute(tx.conn())
+    .await?;
+    tx.commit().await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Revokes a client and every token it was given. False if there is no such client.
+pub async fn revoke_client(db: &Db, name: &str, now: i64) -> Result<bool> {
+    let mut tx = db.begin().await?;
+    let client_id: Option<String> = sqlx::query_scalar(
+        "UPDATE api_clients SET revoked_at = $1 WHERE name = $2 RETURNING client_id",
+    )
+    .bind(now)
+    .bind(name)
+    .fetch_optional(tx.conn())
+    .await?;
+    if let Some(client_id) = &client_id {
+        sqlx::query("DELETE FROM access_tokens WHERE client_id = $1")
+            .bind(client_id)
+            .execute(tx.conn())
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(client_id.is_some())
+}
+
+/// An active (not revoked) client.
+pub async fn client(db: &Db, client_id: &str) -> Result<Option<ClientRow>> {
+    let row = sqlx::query("SELECT client_id, secret_hash, user_id FROM api_clients WHERE client_id = $1 AND revoked_at IS NULL")
+        .bind(client_id)
+        .fetch_optional(db.pool())
+        .await?;
+    row.map(|r| {
+        Ok(ClientRow {
+            client_id: r.try_get(0)?,
+            secret_hash: r.try_get(1)?,
+            user_id: r.try_get(2)?,
+        })
+    })
+    .transpose()
+}
+
+pub async fn insert_user(
+    db: &Db,
+    id: &str,
+    username: &str,
+    password_hash: &str,
+    now: i64,
+) -> Result<bool> {
+    let mut tx = db.begin().await?;
+    let r = sqlx::query(
+        "INSERT INTO api_users (id, username, password_hash, created_date) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (username) DO NOTHING",
+    )
+    .bind(id)
+    .bind(username)
+    .bind(password_hash)
+    .bind(now)
+    .execute(tx.conn())
+    .await?;
+    tx.commit().await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn user(db: &Db, username: &str) -> Result<Option<UserRow>> {
+    let row = sqlx::query("SELECT id, password_hash FROM api_users WHERE username = $1")
+        .bind(username)
+        .fetch_optional(db.pool())
+        .await?;
+    row.map(|r| {
+        Ok(UserRow {
+            id: r.try_get(0)?,
+            password_hash: r.try_get(1)?,
+        })
+    })
+    .transpose()
+}
+
+pub async fn insert_token(
+    db: &Db,
+    token_hash: &str,
+    client_id: &str,
+    user_id: &str,
+    issued_at: i64,
+    expires_at: i64,
+) -> Result<()> {
+    let mut tx = db.begin().await?;
+    // Expired tokens are swept as new ones are issued, so the table stays small.
+    sqlx::query("DELETE FROM access_tokens WHERE expires_at < $1")
+        .bind(issued_at)
+        .execute(tx.conn())
+        .await?;
+    sqlx::query(
+        "INSERT INTO access_tokens (token_hash, client_id, user_id, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(token_hash)
+    .bind(client_id)
+    .bind(user_id)
+    .bind(issued_at)
+    .bind(expires_at)
+    .execute(tx.conn())
+    .await?;
+    tx.commit().await
+}
+
+/// Whether a token hash is known, unexpired, and its client not revoked.
+pub async fn token_valid(db: &Db, token_hash: &str, now: i64) -> Result<bool> {
+    let row = sqlx::query(
+        "SELECT 1 FROM access_tokens t JOIN api_clients c ON c.client_id = t.client_id \
+         WHERE t.token_hash = $1 AND t.expires_at > $2 AND c.revoked_at IS NULL",
+    )
+    .bind(token_hash)
+    .bind(now)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.is_some())
+}
