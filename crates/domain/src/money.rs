@@ -71,6 +71,13 @@ impl Currency {
             .ok_or_else(|| MoneyError::UnknownCurrency(code.to_owned()))
     }
 
+    /// Every currency this service knows, in code order.
+    pub fn all() -> impl Iterator<Item = Currency> {
+        CURRENCIES
+            .iter()
+            .map(|&(code, exponent)| Currency { code, exponent })
+    }
+
     pub fn code(&self) -> &str {
         self.code
     }
@@ -609,5 +616,20 @@ mod tests {
             let (a, b) = (Money::from_minor(a, usd), Money::from_minor(b, usd));
             prop_assert_eq!(a.checked_add(b).and_then(|s| s.checked_sub(b)), Ok(a));
         }
+    }
+}
+
+#[cfg(test)]
+mod all_currencies {
+    use super::Currency;
+
+    #[test]
+    fn every_listed_currency_parses_back_to_itself() {
+        let all: Vec<Currency> = Currency::all().collect();
+        assert!(all.len() > 100);
+        for c in &all {
+            assert_eq!(Currency::parse(c.code()).unwrap(), *c);
+        }
+        assert!(all.windows(2).all(|w| w[0].code() < w[1].code()));
     }
 }

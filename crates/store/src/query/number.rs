@@ -97,9 +97,8 @@ impl Number {
 }
 
 /// Currencies grouped by minor-unit digits. SQL cannot see a currency's exponent, so a
-/// money comparison is a CASE over these groups. The domain keeps its ISO 4217 table
-/// private; asking it about every three-letter code finds exactly the currencies it knows,
-/// so this can never drift from it.
+/// money comparison is a CASE over these groups, built from the domain's own currency
+/// table so it cannot drift from it.
 pub(super) struct Exponents {
     /// Every exponent but the most common one, with its codes.
     pub(super) groups: Vec<(u32, Vec<String>)>,
@@ -112,18 +111,11 @@ pub(super) fn exponents() -> &'static Exponents {
     static EXPONENTS: OnceLock<Exponents> = OnceLock::new();
     EXPONENTS.get_or_init(|| {
         let mut by_exponent: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-        for a in 'A'..='Z' {
-            for b in 'A'..='Z' {
-                for c in 'A'..='Z' {
-                    let code: String = [a, b, c].iter().collect();
-                    if let Ok(currency) = Currency::parse(&code) {
-                        by_exponent
-                            .entry(currency.exponent())
-                            .or_default()
-                            .push(code);
-                    }
-                }
-            }
+        for currency in Currency::all() {
+            by_exponent
+                .entry(currency.exponent())
+                .or_default()
+                .push(currency.code().to_string());
         }
         let default = by_exponent
             .iter()
