@@ -27,7 +27,13 @@ pub async fn adyen(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body?;
-    let items = parse_notification(&body).map_err(ApiError::json_parser)?;
+    // Only a JSON object is a delivery: serde would also read an array into the struct,
+    // field by field, and accept `[[]]` as a notification with no items.
+    let items = match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body) {
+        Ok(_) => parse_notification(&body),
+        Err(e) => Err(format!("not an Adyen notification: {e}")),
+    }
+    .map_err(ApiError::json_parser)?;
     let mut verified: Vec<(NotificationItem, RefundWork)> = Vec::new();
     for item in items.into_iter().filter(NotificationItem::is_refund_event) {
         let Some(w) = find_refund_work(&state.db, &item.merchant_reference).await? else {

@@ -150,17 +150,11 @@ pub(crate) async fn finish_call(
     then: Then,
 ) -> Result<bool, JobError> {
     let now = now_ms();
-    let answer = ProviderAnswer {
-        interaction_status: interaction_status(outcome.code, not_found),
-        sf_result_code: outcome.code.as_str(),
-        gateway_result_code: outcome.gateway_result_code.as_deref(),
-        gateway_message: outcome.message.as_deref(),
-        gateway_ref_number: outcome.gateway_ref.as_deref(),
-        gateway_date: outcome.gateway_date_ms,
-        request: outcome.raw_request.as_deref(),
-        response: outcome.raw_response.as_deref(),
+    let answer = answer_of(
+        outcome,
+        interaction_status(outcome.code, not_found),
         duration_ms,
-    };
+    );
     let mut tx = begin(db, run).await?;
     sql::finish_log(tx.conn(), log_id, &w.summary_id, &answer, now).await?;
     let mut settled = true;
@@ -177,26 +171,8 @@ pub(crate) async fn finish_call(
             settled = sql::settle_success(tx.conn(), w, &answer, settlement, &line_id, now).await?;
         }
         Then::Settle { .. } => {
-            let pe_id = SfId::generate(ObjectType::ProcessException).into_string();
-            let message = failure_message(w, outcome);
-            let description = format!(
-                "Refund {} (ClientContext {}:{}) was not made; the reservation was released{}. Gateway log {}.",
-                w.id,
-                w.operation_id,
-                w.leg,
-                if w.credit_memo_amount > 0 { " and the credit memo balance restored" } else { "" },
-                log_id
-            );
-            let exception = NewProcessException {
-                id: &pe_id,
-                message: &message,
-                description: &description,
-                attached_to_id: &w.id,
-                order_summary_id: &w.order_summary_id,
-                operation_id: Some(&w.operation_id),
-                priority: "High",
-                now,
-            };
+            let report = FailureReport::new(w, outcome, log_id, "was not made");
+            let exception = report.exception(w, now);
             settled = sql::settle_failure(tx.conn(), w, &answer, &exception, now).await?;
         }
     }
@@ -210,6 +186,61 @@ pub(crate) async fn finish_call(
         tx.commit().await?;
     }
     Ok(settled)
+}
+
+fn answer_of<'a>(
+    outcome: &'a Outcome,
+    interaction_status: &'a str,
+    duration_ms: i64,
+) -> ProviderAnswer<'a> {
+    ProviderAnswer {
+        interaction_status,
+        sf_result_code: outcome.code.as_str(),
+        gateway_result_code: outcome.gateway_result_code.as_deref(),
+        gateway_message: outcome.message.as_deref(),
+        gateway_ref_number: outcome.gateway_ref.as_deref(),
+        gateway_date: outcome.gateway_date_ms,
+        request: outcome.raw_request.as_deref(),
+        response: outcome.raw_response.as_deref(),
+        duration_ms,
+    }
+}
+
+/// The process exception raised when a refund fails: what happened, and where to look.
+struct FailureReport {
+    id: String,
+    message: String,
+    description: String,
+}
+
+impl FailureReport {
+    fn new(w: &RefundWork, outcome: &Outcome, log_id: &str, what_happened: &str) -> FailureReport {
+        FailureReport {
+            id: SfId::generate(ObjectType::ProcessException).into_string(),
+            message: failure_message(w, outcome),
+            description: format!(
+                "Refund {} (ClientContext {}:{}) {what_happened}; the reservation was released{}. Gateway log {}.",
+                w.id,
+                w.operation_id,
+                w.leg,
+                if w.credit_memo_amount > 0 { " and the credit memo balance restored" } else { "" },
+                log_id
+            ),
+        }
+    }
+
+    fn exception<'a>(&'a self, w: &'a RefundWork, now: i64) -> NewProcessException<'a> {
+        NewProcessException {
+            id: &self.id,
+            message: &self.message,
+            description: &self.description,
+            attached_to_id: &w.id,
+            order_summary_id: &w.order_summary_id,
+            operation_id: Some(&w.operation_id),
+            priority: "High",
+            now,
+        }
+    }
 }
 
 pub(crate) fn format_amount(amount: i64, currency: &str) -> String {
@@ -247,39 +278,19 @@ pub(crate) async fn finish_pending(
     duration_ms: i64,
 ) -> Result<bool, JobError> {
     let now = now_ms();
-    let answer = ProviderAnswer {
-        interaction_status: if success { "Success" } else { "Failed" },
-        sf_result_code: outcome.code.as_str(),
-        gateway_result_code: outcome.gateway_result_code.as_deref(),
-        gateway_message: outcome.message.as_deref(),
-        gateway_ref_number: outcome.gateway_ref.as_deref(),
-        gateway_date: outcome.gateway_date_ms,
-        request: outcome.raw_request.as_deref(),
-        response: outcome.raw_response.as_deref(),
+    let answer = answer_of(
+        outcome,
+        if success { "Success" } else { "Failed" },
         duration_ms,
-    };
-    let line_id = SfId::generate(ObjectType::RefundLinePayment).into_string();
-    let pe_id = SfId::generate(ObjectType::ProcessException).into_string();
-    let message = failure_message(w, outcome);
-    let description = format!(
-        "Refund {} (ClientContext {}:{}) was accepted by the provider but did not settle; the reservation was \
-         released{}. Gateway log {}.",
-        w.id,
-        w.operation_id,
-        w.leg,
-        if w.credit_memo_amount > 0 { " and the credit memo balance restored" } else { "" },
-        log_id
     );
-    let exception = NewProcessException {
-        id: &pe_id,
-        message: &message,
-        description: &description,
-        attached_to_id: &w.id,
-        order_summary_id: &w.order_summary_id,
-        operation_id: Some(&w.operation_id),
-        priority: "High",
-        now,
-    };
+    let line_id = SfId::generate(ObjectType::RefundLinePayment).into_string();
+    let report = FailureReport::new(
+        w,
+        outcome,
+        log_id,
+        "was accepted by the provider but did not settle",
+    );
+    let exception = report.exception(w, now);
     let mut tx = db.begin().await?;
     sql::finish_log(tx.conn(), log_id, &w.summary_id, &answer, now).await?;
     let settled =
@@ -289,8 +300,9 @@ pub(crate) async fn finish_pending(
 }
 
 /// Records a provider's notification about a refund — always as a gateway log row with
-/// `IsNotification = Yes` — and settles the refund if it is still `Pending`. Repeated
-/// notifications are logged and change nothing else. Returns whether it settled the refund.
+/// `IsNotification = Yes` — and settles the refund if it is still `Pending` (or still
+/// `Draft`, its answer not yet recorded). Repeated notifications are logged and change
+/// nothing else. Returns whether it settled the refund.
 pub async fn settle_notification(
     db: &Db,
     w: &RefundWork,
@@ -317,7 +329,22 @@ pub async fn settle_notification(
     )
     .await?;
     tx.commit().await?;
-    let settled = finish_pending(db, w, &log_id, outcome, success, 0).await?;
+    // A `Draft` refund has no recorded answer yet (the call's answer was lost, or is still
+    // on its way): the notification is that answer. Logging it only would leave the refund
+    // `Pending` for ever once reconciliation re-sends the call, because the provider does
+    // not deliver an acknowledged notification again.
+    let mut settled = false;
+    if w.status == "Draft" {
+        let answer = Outcome {
+            settles_later: false,
+            ..outcome.clone()
+        };
+        let then = Then::Settle { poll_at: None };
+        settled = finish_call(db, None, w, &log_id, &answer, false, 0, then).await?;
+    }
+    if !settled {
+        settled = finish_pending(db, w, &log_id, outcome, success, 0).await?;
+    }
     if !settled {
         tracing::info!(refund = %w.id, "notification for a refund that is not pending: logged only");
     }
