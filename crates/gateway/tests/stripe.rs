@@ -1213,3 +1213,19 @@ async fn a_lookup_pages_through_a_charge_with_many_refunds() {
     };
     assert_eq!(outcome.gateway_ref.as_deref(), Some("re_mine"));
 }
+
+/// Real providers are HTTPS only: an https base URL must get as far as connecting (here
+/// refused), not be rejected as an unsupported scheme.
+#[tokio::test]
+async fn https_base_urls_are_supported() {
+    let url = dead_port_url().replace("http://", "https://");
+    let stripe = provider(&config(&url, "HTTPS"));
+    let outcome = stripe.refund(&request("ch_1")).await;
+    assert_eq!(outcome.code, SfResultCode::SystemError, "{outcome:?}");
+    let message = outcome.message.unwrap_or_default();
+    assert!(
+        !message.contains("scheme"),
+        "https must be spoken: {message}"
+    );
+    assert!(message.contains("connect"), "{message}");
+}
