@@ -12,6 +12,7 @@ mod error;
 mod render;
 mod sobjects;
 mod soql;
+pub mod tls;
 mod version;
 mod webhooks;
 

@@ -36,6 +36,12 @@ enum Command {
         /// The instance_url handed to clients (default: the scheme and host they called).
         #[arg(long, env = "REFUNDS_PUBLIC_URL")]
         public_url: Option<String>,
+        /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+        #[arg(long, env = "REFUNDS_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, env = "REFUNDS_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<std::path::PathBuf>,
         #[command(flatten)]
         common: Common,
     },
@@ -291,8 +297,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             token_ttl_secs,
             public_url,
+            tls_cert,
+            tls_key,
             common,
         } => {
+            let tls = match (&tls_cert, &tls_key) {
+                (Some(cert), Some(key)) => {
+                    Some(refunds_api::tls::config(cert, key).map_err(anyhow::Error::msg)?)
+                }
+                _ => None,
+            };
             let db = open(&common.database_url).await?;
             let queue = common.queue_config()?;
             let shutdown = shutdown_signal();
@@ -301,20 +315,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
-            tracing::info!(address = %listener.local_addr()?, backend = ?db.backend(), "refunds is serving");
-            let mut stop = shutdown.clone();
+            tracing::info!(
+                address = %listener.local_addr()?, backend = ?db.backend(), https = tls.is_some(),
+                "refunds is serving"
+            );
             let state = AppState {
                 auth: std::sync::Arc::new(refunds_api::auth::Auth::new(Duration::from_secs(
                     token_ttl_secs,
                 ))),
                 public_url,
+                tls: tls.is_some(),
                 ..AppState::new(db, queue)
             };
-            axum::serve(listener, router(state))
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await?;
+            match tls {
+                Some(config) => {
+                    refunds_api::tls::serve(listener, router(state), config, shutdown.clone()).await
+                }
+                None => {
+                    let mut stop = shutdown.clone();
+                    axum::serve(listener, router(state))
+                        .with_graceful_shutdown(async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        })
+                        .await?;
+                }
+            }
             workers.await?;
         }
     }

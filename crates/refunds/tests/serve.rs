@@ -356,3 +356,86 @@ async fn the_simulator_keeps_its_ledger_across_a_kill() {
         "one refund, kept and not doubled: {list}"
     );
 }
+
+#[tokio::test]
+async fn serves_https_with_the_given_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_pem = certified.cert.pem();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, &cert_pem).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let db = dir.path().join("refunds.db");
+    let port = free_port();
+    let _server = Server {
+        child: Command::new(env!("CARGO_BIN_EXE_refunds"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--tls-cert",
+            ])
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .arg("--database-url")
+            .arg(format!("sqlite:{}", db.display()))
+            .env("REFUNDS_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        base: format!("https://localhost:{port}"),
+        token: String::new(),
+    };
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match client
+            .get(format!("https://localhost:{port}/healthz"))
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 200 => break,
+            _ => {
+                assert!(Instant::now() < deadline, "https server did not come up");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    // Plain http to the https port gets no answer, and the token endpoint names https.
+    let plain = reqwest::get(format!("http://localhost:{port}/healthz")).await;
+    assert!(
+        plain.map_or(true, |r| r.status() != 200),
+        "no plain-http answer on the https port"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_refunds"))
+        .args(["clients", "create", "tls", "--database-url"])
+        .arg(format!("sqlite:{}", db.display()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let value = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap()
+            .to_string()
+    };
+    let answer: Value = client
+        .post(format!("https://localhost:{port}/services/oauth2/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &value("client_id")),
+            ("client_secret", &value("client_secret")),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["instance_url"], format!("https://localhost:{port}"));
+}
