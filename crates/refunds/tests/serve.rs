@@ -439,3 +439,134 @@ async fn serves_https_with_the_given_certificate() {
         .unwrap();
     assert_eq!(answer["instance_url"], format!("https://localhost:{port}"));
 }
+
+/// rustforce, a published Salesforce REST client, runs the whole flow unchanged: password
+/// login, record creation, ensure-refunds, polling the operation, SOQL, a Salesforce error.
+#[tokio::test]
+async fn rustforce_drives_the_whole_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("refunds.db");
+    let server = serve(&db, &[]).await; // also creates the API client "tests"
+    let credentials = std::fs::read_to_string(db.with_extension("client")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_refunds"))
+        .args(["users", "create", "ops@example.com", "--database-url"])
+        .arg(format!("sqlite:{}", db.display()))
+        .output()
+        .unwrap();
+    let user = String::from_utf8(out.stdout).unwrap();
+    let field = |text: &str, key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap()
+            .to_string()
+    };
+
+    let mut client = rustforce::Client::new(
+        Some(field(&credentials, "client_id")),
+        Some(field(&credentials, "client_secret")),
+    );
+    client.set_login_endpoint(&server.base).set_version("v58.0");
+    client
+        .login_with_credential(field(&user, "username"), field(&user, "password"))
+        .await
+        .unwrap();
+
+    let order = client
+        .create("OrderSummary", serde_json::json!({"OrderNumber": "RF-1"}))
+        .await
+        .unwrap()
+        .id;
+    let gateway = client
+        .create(
+            "PaymentGateway",
+            serde_json::json!({"PaymentGatewayName": "Sim", "ProviderType": "Simulator"}),
+        )
+        .await
+        .unwrap()
+        .id;
+    let payment = client
+        .create(
+            "Payment",
+            serde_json::json!({"PaymentGatewayId": gateway, "Amount": 80.0, "GatewayRefNumber": "ch_rf_1"}),
+        )
+        .await
+        .unwrap()
+        .id;
+    let summary: Value = client
+        .rest_post(
+            "/services/data/v58.0/commerce/order-management/order-payment-summaries".to_string(),
+            serde_json::json!({"orderSummaryId": order, "paymentIds": [payment]}),
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ops = summary["orderPaymentSummaryId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let memo = client
+        .create(
+            "CreditMemo",
+            serde_json::json!({"ReferenceEntityId": order, "TotalAmountWithTax": 30.0}),
+        )
+        .await
+        .unwrap()
+        .id;
+    let answer = client
+        .rest_post(
+            format!("/services/data/v58.0/commerce/order-management/order-summaries/{order}/async-actions/ensure-refunds-async"),
+            serde_json::json!({"creditMemoId": memo}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 201);
+    let answer: Value = answer.json().await.unwrap();
+    let op = answer["backgroundOperationId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let bo: Value = client.find_by_id("BackgroundOperation", &op).await.unwrap();
+        if bo["Status"] == "Complete" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "operation did not complete: {bo}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let refunds = client
+        .query::<Value>(&format!(
+            "SELECT Id, Status, Amount FROM Refund WHERE OrderPaymentSummaryId = '{ops}'"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(refunds.total_size, 1);
+    assert_eq!(refunds.records[0]["Status"], "Processed");
+    assert_eq!(refunds.records[0]["Amount"].to_string(), "30.00");
+    let logs = client
+        .query::<Value>(&format!(
+            "SELECT Id, InteractionStatus FROM PaymentGatewayLog WHERE OrderPaymentSummary.OrderSummaryId = '{order}'"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(logs.total_size, 1);
+    assert_eq!(logs.records[0]["InteractionStatus"], "Success");
+
+    match client
+        .create("OrderSummary", serde_json::json!({"Nope": 1}))
+        .await
+    {
+        Err(rustforce::Error::ErrorResponses(errors)) => {
+            assert_eq!(errors[0].error_code, "INVALID_FIELD");
+            assert!(!errors[0].message.is_empty());
+        }
+        other => panic!("expected a Salesforce error, got {other:?}"),
+    }
+}
