@@ -53,11 +53,17 @@ fn gate_runner(db: &Db) -> (Runner, Harness) {
 }
 
 fn gate_runner_with(db: &Db, config: refunds_queue::QueueConfig) -> (Runner, Harness) {
+    gate_runner_for(db, config, 1)
+}
+
+/// A gate runner whose barriers hold `runs` jobs and the test: all of them must arrive
+/// before any goes on (so jobs can never release each other).
+fn gate_runner_for(db: &Db, config: refunds_queue::QueueConfig, runs: usize) -> (Runner, Harness) {
     let h = Harness {
         runs: Arc::new(AtomicUsize::new(0)),
         fenced_commits: Arc::new(AtomicUsize::new(0)),
-        started: Arc::new(Barrier::new(2)),
-        release: Arc::new(Barrier::new(2)),
+        started: Arc::new(Barrier::new(runs + 1)),
+        release: Arc::new(Barrier::new(runs + 1)),
     };
     let mut runner = Runner::new(
         db.clone(),
@@ -181,8 +187,8 @@ async fn operations_of_different_orders_run_together(backend: Backend) {
     let Some(t) = TestDb::new(backend).await else {
         return;
     };
-    let (a, h) = gate_runner(&t.db);
-    // Two runs meet the test at `started` one after the other.
+    // Both runs and the test meet at one barrier: it only opens if both run at once.
+    let (a, h) = gate_runner_for(&t.db, fast_config(), 2);
     enqueue(&t.db, "Gate", "order-1", 0).await;
     enqueue(&t.db, "Gate", "order-2", 0).await;
     let round = tokio::spawn({
@@ -190,13 +196,11 @@ async fn operations_of_different_orders_run_together(backend: Backend) {
         async move { a.run_once().await.unwrap() }
     });
     h.started.wait().await;
-    h.started.wait().await;
     assert_eq!(
         h.runs.load(Ordering::SeqCst),
         2,
         "both orders' operations are running at once"
     );
-    h.release.wait().await;
     h.release.wait().await;
     assert_eq!(round.await.unwrap(), 2);
 }
