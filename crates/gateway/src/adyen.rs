@@ -13,7 +13,7 @@ use refunds_domain::SfResultCode;
 use serde::Deserialize;
 use sha2::Sha256;
 
-use crate::http::{redact, redact_outcome, secret, transport_failure, truncate};
+use crate::http::{exchange, record_exchange, secret};
 use crate::{GatewayConfig, Lookup, Outcome, Provider, RefundRequest, DEFAULT_TIMEOUT};
 
 pub const DEFAULT_BASE_URL: &str = "https://checkout-test.adyen.com/v71";
@@ -75,31 +75,23 @@ impl Adyen {
             "POST {path}\nIdempotency-Key: {}\n\n{body}",
             request.idempotency_key
         );
-        let sent = self
-            .client
-            .post(format!("{}{path}", self.base_url))
-            .header("X-API-Key", &key)
-            .header("Idempotency-Key", &request.idempotency_key)
-            .json(&body)
-            .timeout(self.timeout)
-            .send()
-            .await;
-        let response = match sent {
-            Ok(r) => r,
-            Err(e) => return transport_failure(&e, &raw_request, Some(&key)),
-        };
-        let status = response.status().as_u16();
-        let text = match response.text().await {
-            Ok(t) => t,
-            Err(e) => return transport_failure(&e, &raw_request, Some(&key)),
+        let (status, text) = match exchange(
+            self.client
+                .post(format!("{}{path}", self.base_url))
+                .header("X-API-Key", &key)
+                .header("Idempotency-Key", &request.idempotency_key)
+                .json(&body)
+                .timeout(self.timeout),
+            &raw_request,
+            &key,
+        )
+        .await
+        {
+            Ok(answer) => answer,
+            Err(failure) => return failure,
         };
         let mut outcome = wire::refund_answer(status, &text);
-        outcome.raw_request = Some(raw_request);
-        outcome.raw_response = Some(truncate(&redact(
-            &format!("HTTP {status}\n{text}"),
-            Some(&key),
-        )));
-        redact_outcome(&mut outcome, Some(&key));
+        record_exchange(&mut outcome, raw_request, status, &text, &key);
         outcome
     }
 }

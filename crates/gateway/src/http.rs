@@ -52,6 +52,42 @@ pub(crate) fn transport_failure(
     }
 }
 
+/// Sends a request and reads the whole answer: `(status, body)`, or the outcome a transport
+/// failure means (see [`transport_failure`]).
+pub(crate) async fn exchange(
+    request: reqwest::RequestBuilder,
+    raw_request: &str,
+    secret: &str,
+) -> Result<(u16, String), Outcome> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| transport_failure(&e, raw_request, Some(secret)))?;
+    let status = response.status().as_u16();
+    let text = response
+        .text()
+        .await
+        .map_err(|e| transport_failure(&e, raw_request, Some(secret)))?;
+    Ok((status, text))
+}
+
+/// Attaches the exchange to an outcome for the gateway log and removes the secret from
+/// every field (redacted before truncation, so no fragment of it survives a cut).
+pub(crate) fn record_exchange(
+    outcome: &mut Outcome,
+    raw_request: String,
+    status: u16,
+    text: &str,
+    secret: &str,
+) {
+    outcome.raw_request = Some(raw_request);
+    outcome.raw_response = Some(truncate(&redact(
+        &format!("HTTP {status}\n{text}"),
+        Some(secret),
+    )));
+    redact_outcome(outcome, Some(secret));
+}
+
 /// Removes a secret from text bound for a log (defence in depth: requests are built
 /// without it, but a provider might echo it).
 pub(crate) fn redact(text: &str, secret: Option<&str>) -> String {

@@ -7,12 +7,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use refunds_domain::SfResultCode;
 use tokio::sync::Mutex;
 
+use crate::http::now_ms;
 use crate::{Lookup, Outcome, Provider, RefundRequest};
 
 #[derive(Clone, Debug, Default)]
@@ -74,13 +75,6 @@ fn behaviour(amount: i64) -> Behaviour {
         97 => Behaviour::LostRequest,
         _ => Behaviour::Final(SfResultCode::Success, "succeeded", "Refund succeeded."),
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 impl Simulator {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use refunds_domain::SfResultCode;
 
-use crate::http::{redact, redact_outcome, secret, transport_failure, truncate};
+use crate::http::{exchange, record_exchange, secret};
 use crate::{GatewayConfig, Lookup, Outcome, Provider, RefundRequest, DEFAULT_TIMEOUT};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.stripe.com";
@@ -86,31 +86,23 @@ impl Provider for Stripe {
             "POST /v1/refunds\nIdempotency-Key: {}\n\n{body}",
             request.idempotency_key
         );
-        let sent = self
-            .client
-            .post(format!("{}/v1/refunds", self.base_url))
-            .bearer_auth(&key)
-            .header("Idempotency-Key", &request.idempotency_key)
-            .form(&form)
-            .timeout(self.timeout)
-            .send()
-            .await;
-        let response = match sent {
-            Ok(r) => r,
-            Err(e) => return transport_failure(&e, &raw_request, Some(&key)),
-        };
-        let status = response.status().as_u16();
-        let text = match response.text().await {
-            Ok(t) => t,
-            Err(e) => return transport_failure(&e, &raw_request, Some(&key)),
+        let (status, text) = match exchange(
+            self.client
+                .post(format!("{}/v1/refunds", self.base_url))
+                .bearer_auth(&key)
+                .header("Idempotency-Key", &request.idempotency_key)
+                .form(&form)
+                .timeout(self.timeout),
+            &raw_request,
+            &key,
+        )
+        .await
+        {
+            Ok(answer) => answer,
+            Err(failure) => return failure,
         };
         let mut outcome = wire::refund_answer(status, &text);
-        outcome.raw_request = Some(raw_request);
-        outcome.raw_response = Some(truncate(&redact(
-            &format!("HTTP {status}\n{text}"),
-            Some(&key),
-        )));
-        redact_outcome(&mut outcome, Some(&key));
+        record_exchange(&mut outcome, raw_request, status, &text, &key);
         outcome
     }
 
@@ -139,22 +131,19 @@ impl Provider for Stripe {
                     .collect::<Vec<_>>()
                     .join("&")
             );
-            let sent = self
-                .client
-                .get(format!("{}/v1/refunds", self.base_url))
-                .bearer_auth(&key)
-                .query(&query)
-                .timeout(self.timeout)
-                .send()
-                .await;
-            let response = match sent {
-                Ok(r) => r,
-                Err(e) => return Lookup::Unknown(transport_failure(&e, &raw_request, Some(&key))),
-            };
-            let status = response.status().as_u16();
-            let text = match response.text().await {
-                Ok(t) => t,
-                Err(e) => return Lookup::Unknown(transport_failure(&e, &raw_request, Some(&key))),
+            let (status, text) = match exchange(
+                self.client
+                    .get(format!("{}/v1/refunds", self.base_url))
+                    .bearer_auth(&key)
+                    .query(&query)
+                    .timeout(self.timeout),
+                &raw_request,
+                &key,
+            )
+            .await
+            {
+                Ok(answer) => answer,
+                Err(failure) => return Lookup::Unknown(failure),
             };
             let mut found = wire::lookup_answer(status, &text, &request.idempotency_key);
             if matches!(found, Lookup::NotFound(_)) {
@@ -163,13 +152,7 @@ impl Provider for Stripe {
                     continue;
                 }
             }
-            let outcome = found.outcome_mut();
-            outcome.raw_request = Some(raw_request);
-            outcome.raw_response = Some(truncate(&redact(
-                &format!("HTTP {status}\n{text}"),
-                Some(&key),
-            )));
-            redact_outcome(outcome, Some(&key));
+            record_exchange(found.outcome_mut(), raw_request, status, &text, &key);
             return found;
         }
         Lookup::Unknown(Outcome::bare(

@@ -404,16 +404,6 @@ pub async fn drafts_of_operation(db: &Db, operation_id: &str) -> Result<Vec<Refu
     .collect()
 }
 
-pub async fn refund_work(conn: &mut AnyConnection, refund_id: &str) -> Result<Option<RefundWork>> {
-    sqlx::query(&format!("{WORK_SELECT} WHERE r.id = $1"))
-        .bind(refund_id)
-        .fetch_optional(conn)
-        .await?
-        .as_ref()
-        .map(work_from_row)
-        .transpose()
-}
-
 /// A gateway log row as first written.
 #[derive(Clone, Debug)]
 pub struct NewLog<'a> {
