@@ -64,6 +64,10 @@ pub fn router(state: AppState) -> Router {
         .route("/{version}", get(resources))
         .route("/{version}/query", get(soql::query))
         .route("/{version}/query/", get(soql::query))
+        .route("/{version}/query/{locator}", get(soql::query_more))
+        .route("/{version}/queryAll", get(soql::query))
+        .route("/{version}/queryAll/", get(soql::query))
+        .route("/{version}/queryAll/{locator}", get(soql::query_more))
         .route("/{version}/sobjects/{ty}", post(sobjects::create))
         .route("/{version}/sobjects/{ty}/{id}", get(sobjects::read).patch(sobjects::update))
         .route(
@@ -106,7 +110,7 @@ async fn method_not_allowed() -> ApiError {
 /// One log line per request: method, path (never the query: it may carry data), status, time.
 async fn log_request(request: Request, next: Next) -> Response {
     let method = request.method().clone();
-    let path = request.uri().path().to_string();
+    let path = loggable_path(request.uri().path());
     let started = Instant::now();
     let response = next.run(request).await;
     tracing::info!(
@@ -114,6 +118,19 @@ async fn log_request(request: Request, next: Next) -> Response {
         ms = started.elapsed().as_secs_f64() * 1000.0, "request"
     );
     response
+}
+
+/// The path without a SOQL locator's payload (it is the query, base64-encoded).
+fn loggable_path(path: &str) -> String {
+    for resource in ["/query/", "/queryAll/"] {
+        if let Some(at) = path.find(resource) {
+            let end = at + resource.len();
+            if end < path.len() {
+                return format!("{}{{locator}}", &path[..end]);
+            }
+        }
+    }
+    path.to_string()
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
@@ -152,7 +169,31 @@ async fn resources(
         &json!({
             "sobjects": format!("{base}/sobjects"),
             "query": format!("{base}/query"),
+            "queryAll": format!("{base}/queryAll"),
             "commerce": format!("{base}/commerce"),
         }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_path;
+
+    #[test]
+    fn logged_paths_leave_out_query_locators() {
+        assert_eq!(
+            loggable_path("/services/data/v58.0/query/01gMjAwMDpTRUxFQ1Q-2000"),
+            "/services/data/v58.0/query/{locator}"
+        );
+        assert_eq!(
+            loggable_path("/services/data/v58.0/queryAll/01gX-1"),
+            "/services/data/v58.0/queryAll/{locator}"
+        );
+        for kept in [
+            "/services/data/v58.0/query/",
+            "/services/data/v58.0/sobjects/Refund/x",
+        ] {
+            assert_eq!(loggable_path(kept), kept);
+        }
+    }
 }

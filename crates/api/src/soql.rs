@@ -4,14 +4,18 @@
 //! [`parse`] reads the text; this module resolves names against the store's schema and
 //! answers Salesforce's error codes; the store turns the resolved query into SQL with every
 //! literal bound. The answer is `{"totalSize", "done", "records"}` with each record shaped
-//! as the sObject resource shapes it, parents nested under their relationship name.
+//! as the sObject resource shapes it, parents nested under their relationship name. An
+//! answer larger than one batch (2000 records, or `Sforce-Query-Options: batchSize=N`)
+//! also carries `nextRecordsUrl`, `…/query/{locator}`, which answers the next batch.
 
 mod parse;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use refunds_domain::ObjectType;
 use refunds_store::query::{
     self as store, Column, Filter, Literal, Mismatch, Number, Order, Relationship, Row,
@@ -27,19 +31,24 @@ use crate::render;
 use crate::version::ApiVersion;
 use crate::AppState;
 
-/// Records in one answer, Salesforce's default batch size. There is no `queryMore`
-/// cursor: a larger result answers its first batch with `done: false`.
-pub const MAX_RECORDS: u64 = 2000;
+/// Records in one answer unless the client asks for fewer: Salesforce's default batch,
+/// and the largest a client may ask for.
+pub const MAX_BATCH: u64 = 2000;
+/// The smallest batch a client may ask for with `Sforce-Query-Options: batchSize=N`.
+pub const MIN_BATCH: u64 = 200;
 
 #[derive(Deserialize)]
 pub struct QueryParams {
     q: Option<String>,
 }
 
+/// `…/query?q=` (also `/query/` and `/queryAll`: nothing here is ever deleted, so both
+/// see the same records).
 pub async fn query(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     params: Result<Query<QueryParams>, QueryRejection>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path(version) = path?;
     let version = ApiVersion::parse(&version)?;
@@ -50,18 +59,125 @@ pub async fn query(
         .as_deref()
         .filter(|q| !q.trim().is_empty())
         .ok_or_else(|| malformed("A query string has to be specified"))?;
-    let soql = parse::parse(text).map_err(|e| syntax(text, &e))?;
+    let batch = batch_size(&headers)?;
+    answer(
+        &state,
+        version,
+        Cursor {
+            text,
+            offset: 0,
+            batch,
+        },
+    )
+    .await
+}
+
+/// `…/query/{locator}`: the next batch of an earlier answer (its `nextRecordsUrl`).
+pub async fn query_more(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path((version, locator)) = path?;
+    let version = ApiVersion::parse(&version)?;
+    let decoded = Cursor::decode(&locator)
+        .ok_or_else(|| ApiError::bad_request("INVALID_QUERY_LOCATOR", "invalid query locator"))?;
+    let cursor = Cursor {
+        text: &decoded.0,
+        offset: decoded.1,
+        batch: decoded.2,
+    };
+    answer(&state, version, cursor).await
+}
+
+/// Where a batch starts. The locator carries the query itself (there is no server-side
+/// cursor to expire or to share between processes): each batch runs the query again and
+/// skips the rows already answered, in the query's order made total by `Id`.
+struct Cursor<'a> {
+    text: &'a str,
+    offset: u64,
+    batch: u64,
+}
+
+impl Cursor<'_> {
+    /// `01g` + base64url(`{batch}:{query}`) + `-{offset}`: one path segment, shaped like
+    /// Salesforce's locators (`01g…-2000`), which clients take apart at the last `/`.
+    fn locator(&self) -> String {
+        let payload = format!("{}:{}", self.batch, self.text);
+        format!("01g{}-{}", URL_SAFE_NO_PAD.encode(payload), self.offset)
+    }
+
+    /// The query, the offset and the batch size of a locator.
+    fn decode(locator: &str) -> Option<(String, u64, u64)> {
+        let (payload, offset) = locator.strip_prefix("01g")?.rsplit_once('-')?;
+        let offset = digits(offset)?;
+        let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
+        let payload = String::from_utf8(payload).ok()?;
+        let (batch, text) = payload.split_once(':')?;
+        let batch = digits(batch).filter(|b| (MIN_BATCH..=MAX_BATCH).contains(b))?;
+        Some((text.to_string(), offset, batch))
+    }
+}
+
+fn digits(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// `Sforce-Query-Options: batchSize=N` asks for smaller batches; as on Salesforce, the
+/// size is kept within 200..=2000. Other options are ignored; a size that is not a whole
+/// number is refused.
+fn batch_size(headers: &HeaderMap) -> Result<u64, ApiError> {
+    let Some(options) = headers.get("sforce-query-options") else {
+        return Ok(MAX_BATCH);
+    };
+    let refuse = || malformed("Sforce-Query-Options: batchSize must be a whole number");
+    let options = options.to_str().map_err(|_| refuse())?;
+    for option in options.split(',') {
+        let Some((name, value)) = option.split_once('=') else {
+            continue;
+        };
+        if name.trim().eq_ignore_ascii_case("batchSize") {
+            let size = digits(value.trim()).ok_or_else(refuse)?;
+            return Ok(size.clamp(MIN_BATCH, MAX_BATCH));
+        }
+    }
+    Ok(MAX_BATCH)
+}
+
+async fn answer(
+    state: &AppState,
+    version: ApiVersion,
+    cursor: Cursor<'_>,
+) -> Result<Response, ApiError> {
+    let soql = parse::parse(cursor.text).map_err(|e| syntax(cursor.text, &e))?;
     let query = resolve(&soql)?;
-    let page = store::run(&state.db, &query, MAX_RECORDS).await?;
+    let page = store::run(&state.db, &query, cursor.offset, cursor.batch).await?;
     let records: Vec<Value> = page
         .rows
         .iter()
         .map(|row| render_row(row, &query.select, version))
         .collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"totalSize": page.total_size, "done": page.done, "records": records}),
-    ))
+    let mut body = Map::new();
+    body.insert("totalSize".into(), json!(page.total_size));
+    body.insert("done".into(), json!(page.done));
+    if !page.done {
+        let next = Cursor {
+            offset: cursor.offset.saturating_add(cursor.batch),
+            ..cursor
+        };
+        body.insert(
+            "nextRecordsUrl".into(),
+            json!(format!(
+                "/services/data/{}/query/{}",
+                version.segment(),
+                next.locator()
+            )),
+        );
+    }
+    body.insert("records".into(), Value::Array(records));
+    Ok(json_response(StatusCode::OK, &Value::Object(body)))
 }
 
 fn malformed(message: impl Into<String>) -> ApiError {

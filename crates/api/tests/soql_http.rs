@@ -8,6 +8,8 @@ mod common;
 use std::collections::BTreeSet;
 
 use axum::http::{Method, StatusCode};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use common::{assert_plain_error, raw, JSON_UTF8};
 use refunds_domain::{ObjectType, SfId};
 use refunds_store::records::{self, Value as Stored};
@@ -37,7 +39,15 @@ async fn query_at(app: &TestApp, path: &str) -> Value {
     assert_eq!(answer.content_type(), JSON_UTF8);
     let body = answer.json();
     let keys: Vec<&String> = body.as_object().expect("object").keys().collect();
-    assert_eq!(keys, ["totalSize", "done", "records"], "{body}");
+    if body["done"] == true {
+        assert_eq!(keys, ["totalSize", "done", "records"], "{body}");
+    } else {
+        assert_eq!(
+            keys,
+            ["totalSize", "done", "nextRecordsUrl", "records"],
+            "{body}"
+        );
+    }
     let records = body["records"].as_array().expect("records");
     if body["done"] == true {
         assert_eq!(body["totalSize"], records.len(), "{body}");
@@ -588,6 +598,86 @@ async fn more_than_one_batch(backend: Backend) {
             "{limit}"
         );
     }
+
+    // Following nextRecordsUrl answers every record once, in the query's order.
+    let all = query_ids(&app, "SELECT Id FROM PaymentGateway ORDER BY Id").await;
+    let (pages, ids) = every_batch(&app, "SELECT Id FROM PaymentGateway", &[]).await;
+    assert_eq!(pages, [(2001, 2000), (2001, 1)]);
+    assert_eq!(ids.len(), 2001);
+    assert_eq!(set(&ids).len(), 2001, "no record twice");
+    assert_eq!(
+        &ids[..2000],
+        &all[..],
+        "the first batch is the query's first rows"
+    );
+
+    // A smaller batch on request (kept within 200..=2000), across a LIMIT and a
+    // descending order on another field.
+    let soql = "SELECT Id, PaymentGatewayName FROM PaymentGateway ORDER BY PaymentGatewayName DESC LIMIT 450";
+    let small = [("Sforce-Query-Options", "batchSize=1")];
+    let (pages, ids) = every_batch(&app, soql, &small).await;
+    assert_eq!(pages, [(450, 200), (450, 200), (450, 50)]);
+    let unpaged = query(&app, &soql.replace("450", "1000")).await;
+    assert_eq!(ids, self::ids(&unpaged)[..450], "same rows, same order");
+    let (pages, _) = every_batch(
+        &app,
+        "SELECT Id FROM PaymentGateway LIMIT 2001",
+        &[("Sforce-Query-Options", "foo=bar, batchSize = 5000")],
+    )
+    .await;
+    assert_eq!(pages, [(2001, 2000), (2001, 1)]);
+
+    // The locator also works through queryAll, and the version of the path renders.
+    let first = query_at(
+        &app,
+        &format!("{V}/queryAll?q={}", encode("SELECT Id FROM PaymentGateway")),
+    )
+    .await;
+    let next = first["nextRecordsUrl"].as_str().expect("nextRecordsUrl");
+    assert!(next.starts_with(&format!("{V}/query/01g")), "{next}");
+    let other_version = next.replace(V, "/services/data/v50.0");
+    let answer = raw(&app, Method::GET, &other_version, None, &[]).await;
+    let body = answer.json();
+    assert_eq!(
+        (body["totalSize"].clone(), body["done"].clone()),
+        (json!(2001), json!(true))
+    );
+    assert_eq!(
+        body["records"][0]["attributes"]["url"]
+            .as_str()
+            .map(|u| u.starts_with("/services/data/v50.0/")),
+        Some(true)
+    );
+}
+
+/// Runs `soql` and follows `nextRecordsUrl` to the end: each batch's (totalSize, records),
+/// and every Id in the order answered.
+async fn every_batch(
+    app: &TestApp,
+    soql: &str,
+    headers: &[(&str, &str)],
+) -> (Vec<(u64, usize)>, Vec<String>) {
+    let mut path = format!("{V}/query?q={}", encode(soql));
+    let (mut pages, mut all) = (Vec::new(), Vec::new());
+    loop {
+        let answer = raw(app, Method::GET, &path, None, headers).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}: {}", answer.text);
+        let body = answer.json();
+        let batch = ids(&body);
+        pages.push((body["totalSize"].as_u64().expect("totalSize"), batch.len()));
+        all.extend(batch);
+        match body["nextRecordsUrl"].as_str() {
+            Some(next) => {
+                assert_eq!(body["done"], false, "{body}");
+                path = next.to_string();
+            }
+            None => {
+                assert_eq!(body["done"], true, "{body}");
+                return (pages, all);
+            }
+        }
+        assert!(pages.len() < 50, "the batches never end");
+    }
 }
 
 async fn every_error_is_a_salesforce_error(backend: Backend) {
@@ -648,6 +738,65 @@ async fn every_error_is_a_salesforce_error(backend: Backend) {
     assert_plain_error(status, &value, StatusCode::NOT_FOUND, "NOT_FOUND", None);
     let (status, value) = app.post(&format!("{V}/query"), &json!({})).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{value}");
+
+    // Locators that are not ours, or carry a batch size we never hand out.
+    let locator =
+        |payload: &str, offset: &str| format!("01g{}-{offset}", URL_SAFE_NO_PAD.encode(payload));
+    for bad in [
+        "01gD0000002HU6KIAW-2000".to_string(),
+        "nope".to_string(),
+        locator("2000:SELECT Id FROM Refund", ""),
+        locator("2000:SELECT Id FROM Refund", "2e3"),
+        locator("2000:SELECT Id FROM Refund", "99999999999999999999999"),
+        locator("199:SELECT Id FROM Refund", "0").replacen("01g", "01h", 1),
+        locator("199:SELECT Id FROM Refund", "0"),
+        locator("2001:SELECT Id FROM Refund", "0"),
+        locator("SELECT Id FROM Refund", "0"),
+        format!(
+            "01g{}-0",
+            URL_SAFE_NO_PAD.encode([b'2', b'0', b'0', b':', 0xff])
+        ),
+    ] {
+        let (status, value) = app.get(&format!("{V}/query/{bad}")).await;
+        assert_plain_error(
+            status,
+            &value,
+            StatusCode::BAD_REQUEST,
+            "INVALID_QUERY_LOCATOR",
+            None,
+        );
+    }
+    // A well-formed locator is still only a query: it is checked like one.
+    let (status, value) = app
+        .get(&format!(
+            "{V}/query/{}",
+            locator("200:SELECT Id FROM Account", "200")
+        ))
+        .await;
+    assert_plain_error(
+        status,
+        &value,
+        StatusCode::BAD_REQUEST,
+        "INVALID_TYPE",
+        None,
+    );
+    for options in ["batchSize=lots", "batchSize=", "batchSize=-5"] {
+        let answer = raw(
+            &app,
+            Method::GET,
+            &format!("{V}/query?q={}", encode("SELECT Id FROM Refund")),
+            None,
+            &[("Sforce-Query-Options", options)],
+        )
+        .await;
+        assert_plain_error(
+            answer.status,
+            &answer.json(),
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_QUERY",
+            None,
+        );
+    }
 }
 
 async fn injection_attempts_find_nothing_and_change_nothing(backend: Backend) {

@@ -261,14 +261,16 @@ fn decode_row(row: &AnyRow, compiled: &Compiled) -> Result<Row> {
     Ok(Row { record, parents })
 }
 
-/// Runs `query`, answering at most `batch` rows. One row beyond the batch is fetched to
-/// learn whether the batch is complete; only when it is not are the matches counted.
-pub async fn run(db: &Db, query: &Query, batch: u64) -> Result<Page> {
-    let fetch = match query.limit {
-        Some(limit) if limit <= batch => limit,
+/// Runs `query`, answering at most `batch` rows after skipping the first `offset` (a
+/// `queryMore` page). One row beyond the batch is fetched to learn whether the answer is
+/// complete; only when it is not, or on a later page, are the matches counted.
+pub async fn run(db: &Db, query: &Query, offset: u64, batch: u64) -> Result<Page> {
+    let remaining = query.limit.map(|limit| limit.saturating_sub(offset));
+    let fetch = match remaining {
+        Some(left) if left <= batch => left,
         _ => batch.saturating_add(1),
     };
-    let compiled = compile(query, db.backend(), fetch)?;
+    let compiled = compile(query, db.backend(), fetch, offset)?;
     let rows = bound(&compiled.sql, &compiled.binds)
         .fetch_all(db.pool())
         .await?;
@@ -277,10 +279,11 @@ pub async fn run(db: &Db, query: &Query, batch: u64) -> Result<Page> {
         .map(|r| decode_row(r, &compiled))
         .collect::<Result<_>>()?;
     let returned = u64::try_from(rows.len()).unwrap_or(u64::MAX);
-    if returned <= batch {
+    let done = returned <= batch;
+    if done && offset == 0 {
         return Ok(Page {
             total_size: returned,
-            done: true,
+            done,
             rows,
         });
     }
@@ -292,7 +295,7 @@ pub async fn run(db: &Db, query: &Query, batch: u64) -> Result<Page> {
     let count = u64::try_from(count).unwrap_or(0);
     Ok(Page {
         total_size: query.limit.map_or(count, |limit| count.min(limit)),
-        done: false,
+        done,
         rows,
     })
 }

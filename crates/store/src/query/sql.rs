@@ -310,7 +310,12 @@ fn or_null(condition: String, expr: &str, op: Op) -> String {
     }
 }
 
-pub(super) fn compile(query: &Query, backend: Backend, limit: u64) -> Result<Compiled> {
+pub(super) fn compile(
+    query: &Query,
+    backend: Backend,
+    limit: u64,
+    offset: u64,
+) -> Result<Compiled> {
     let mut c = Compiler {
         backend,
         binds: Vec::new(),
@@ -365,6 +370,7 @@ pub(super) fn compile(query: &Query, backend: Backend, limit: u64) -> Result<Com
     // Ids grow with creation time: the final key makes every order total and repeatable.
     keys.push(c.binary("t0.f0".into()));
     let limit = c.bind(Bind::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+    let offset = c.bind(Bind::Int(i64::try_from(offset).unwrap_or(i64::MAX)));
 
     let mut from = c.sources[0].derived_table();
     for source in &c.sources[1..] {
@@ -386,7 +392,7 @@ pub(super) fn compile(query: &Query, backend: Backend, limit: u64) -> Result<Com
     }
     Ok(Compiled {
         sql: format!(
-            "SELECT {} FROM {from} WHERE {condition} ORDER BY {} LIMIT {limit}",
+            "SELECT {} FROM {from} WHERE {condition} ORDER BY {} LIMIT {limit} OFFSET {offset}",
             select.join(", "),
             keys.join(", ")
         ),
@@ -447,7 +453,7 @@ mod tests {
             text(refund("GatewayRefNumber"), Op::Lt, hostile),
         ]);
         for backend in [Backend::Sqlite, Backend::Postgres] {
-            let compiled = compile(&query(filter.clone()), backend, 10).expect("compiles");
+            let compiled = compile(&query(filter.clone()), backend, 10, 0).expect("compiles");
             assert!(!compiled.sql.contains("DROP"), "{}", compiled.sql);
             assert!(!compiled.sql.contains("1=1"), "{}", compiled.sql);
             assert!(!compiled.count_sql.contains("DROP"));
@@ -456,7 +462,8 @@ mod tests {
                 vec![
                     Bind::Text(hostile.into()),
                     Bind::Text(hostile.into()),
-                    Bind::Int(10)
+                    Bind::Int(10),
+                    Bind::Int(0)
                 ]
             );
             assert_eq!(compiled.count_binds, 2);
@@ -472,7 +479,7 @@ mod tests {
     fn ids_are_stored_as_18_chars_and_invalid_ids_do_not_compile() {
         let id = SfId::generate(ObjectType::OrderPaymentSummary).into_string();
         let filter = text(refund("OrderPaymentSummaryId"), Op::Eq, &id[..15]);
-        let compiled = compile(&query(filter), Backend::Sqlite, 1).expect("compiles");
+        let compiled = compile(&query(filter), Backend::Sqlite, 1, 0).expect("compiles");
         assert_eq!(compiled.binds[0], Bind::Text(id));
         assert_eq!(
             refund("Id")
@@ -493,7 +500,7 @@ mod tests {
         let amount = refund("Amount");
         let number = Number::parse("10.5").expect("number");
         let filter = amount.compare(Op::Eq, Literal::Number(number)).expect("ok");
-        let compiled = compile(&query(filter), Backend::Postgres, 5).expect("compiles");
+        let compiled = compile(&query(filter), Backend::Postgres, 5, 0).expect("compiles");
         // JPY rows: 10.5 is no whole number of yen, so `=` is false there; USD rows
         // compare with 1050 cents; BHD with 10500 fils.
         assert!(
@@ -532,7 +539,7 @@ mod tests {
             }),
             limit: Some(3),
         };
-        let compiled = compile(&q, Backend::Sqlite, 3).expect("compiles");
+        let compiled = compile(&q, Backend::Sqlite, 3, 0).expect("compiles");
         assert_eq!(
             compiled.sql.matches("LEFT JOIN").count(),
             1,
