@@ -69,6 +69,8 @@ pub fn router(state: AppState) -> Router {
         .route("/{version}/queryAll/", get(soql::query))
         .route("/{version}/queryAll/{locator}", get(soql::query_more))
         .route("/{version}/sobjects/{ty}", post(sobjects::create))
+        // simple-salesforce creates records at `…/sobjects/{Type}/`.
+        .route("/{version}/sobjects/{ty}/", post(sobjects::create))
         .route("/{version}/sobjects/{ty}/{id}", get(sobjects::read).patch(sobjects::update))
         .route(
             "/{version}/commerce/order-management/order-summaries/{id}/async-actions/ensure-refunds-async",

@@ -721,6 +721,18 @@ async fn created_answer_shape(backend: Backend) {
     assert_eq!(os["OrderNumber"], "A-2");
     assert_eq!(os["OrderLifeCycleType"], "UNMANAGED");
     assert_eq!(os["CurrencyIsoCode"], "EUR");
+    // simple-salesforce posts to the type's URL with a trailing slash.
+    let answer = raw(
+        &app,
+        Method::POST,
+        &format!("{V}/sobjects/OrderSummary/"),
+        Some(br#"{"OrderNumber": "A-3"}"#.to_vec()),
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    let id = answer.json()["id"].as_str().expect("id").to_string();
+    assert_eq!(app.record("OrderSummary", &id).await["OrderNumber"], "A-3");
 }
 
 async fn missing_required_fields_are_named(backend: Backend) {

@@ -352,6 +352,9 @@ fn main() {
             tracing_subscriber::EnvFilter::try_from_env("REFUNDS_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
         )
+        // stdout is for what a command answers (`clients create` prints credentials that
+        // scripts read); logs go to stderr.
+        .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let result = tokio::runtime::Builder::new_multi_thread()
