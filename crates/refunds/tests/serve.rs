@@ -1,99 +1,30 @@
 //! The real binary over a real socket: the README walk-through, and a 201 that survives
 //! the process being killed.
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{cli, client_token, field, free_port, Server};
 use serde_json::{json, Value};
 
-struct Server {
-    child: Child,
-    base: String,
-    token: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn serve(db: &Path, env: &[(&str, &str)]) -> Server {
-    let port = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_refunds"));
-    cmd.arg("serve")
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--database-url")
-        .arg(format!("sqlite:{}", db.display()))
-        .env("REFUNDS_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut server = Server {
-        child: cmd.spawn().expect("start refunds serve"),
-        base: format!("http://127.0.0.1:{port}"),
-        token: String::new(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = reqwest::get(format!("{}/healthz", server.base)).await {
-            if r.status() == 200 {
-                server.token = login(&server.base, db).await;
-                return server;
-            }
-        }
-        assert!(Instant::now() < deadline, "server did not become healthy");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let http = reqwest::Client::new();
+    let mut server = common::spawn_serve(db, "http://127.0.0.1", &[], env, &http).await;
+    server.token = login(&server.base, db).await;
+    server
 }
 
 /// Creates an API client with the CLI (once per database) and logs in with it.
 async fn login(base: &str, db: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_refunds"))
-        .args(["clients", "create", "tests", "--database-url"])
-        .arg(format!("sqlite:{}", db.display()))
-        .env("REFUNDS_LOG", "warn")
-        .output()
-        .expect("refunds clients create");
     let credentials = db.with_extension("client");
-    if out.status.success() {
-        std::fs::write(&credentials, &out.stdout).unwrap();
+    if !credentials.exists() {
+        std::fs::write(&credentials, cli(db, &["clients", "create", "tests"])).unwrap();
     }
     let text = std::fs::read_to_string(&credentials).expect("client credentials");
-    let value = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")))
-            .unwrap()
-            .to_string()
-    };
-    let answer: Value = reqwest::Client::new()
-        .post(format!("{base}/services/oauth2/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", &value("client_id")),
-            ("client_secret", &value("client_secret")),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    answer["access_token"].as_str().expect("token").to_string()
+    client_token(&reqwest::Client::new(), base, &text).await
 }
 
 async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
@@ -278,6 +209,27 @@ fn migrate_creates_the_database() {
     assert!(again.status.success(), "migrating twice is a no-op");
 }
 
+/// A command's stdout is its answer only: `clients create` on a new database logs its
+/// migrations, and those lines go to stderr, so `source <(refunds clients create …)` works.
+#[test]
+fn credentials_are_the_only_output_on_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("new.db").display());
+    let out = Command::new(env!("CARGO_BIN_EXE_refunds"))
+        .args(["clients", "create", "ci", "--database-url", &db])
+        .env_remove("REFUNDS_LOG")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let keys: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.split('=').next().unwrap())
+        .collect();
+    assert_eq!(keys, ["client_id", "client_secret"], "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("migration"));
+}
+
 fn simulator_process(port: u16, ledger: &Path) -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_refunds"))
         .args(["simulator", "--listen"])
@@ -360,76 +312,31 @@ async fn the_simulator_keeps_its_ledger_across_a_kill() {
 #[tokio::test]
 async fn serves_https_with_the_given_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert_pem = certified.cert.pem();
+    let cert_pem = common::localhost_certificate(dir.path());
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert, &cert_pem).unwrap();
-    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
     let db = dir.path().join("refunds.db");
-    let port = free_port();
-    let _server = Server {
-        child: Command::new(env!("CARGO_BIN_EXE_refunds"))
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--tls-cert",
-            ])
-            .arg(&cert)
-            .arg("--tls-key")
-            .arg(&key)
-            .arg("--database-url")
-            .arg(format!("sqlite:{}", db.display()))
-            .env("REFUNDS_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-        base: format!("https://localhost:{port}"),
-        token: String::new(),
-    };
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
-        .build()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match client
-            .get(format!("https://localhost:{port}/healthz"))
-            .send()
-            .await
-        {
-            Ok(r) if r.status() == 200 => break,
-            _ => {
-                assert!(Instant::now() < deadline, "https server did not come up");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    let client = common::trusting(&cert_pem);
+    let tls = [
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    let server = common::spawn_serve(&db, "https://localhost", &tls, &[], &client).await;
     // Plain http to the https port gets no answer, and the token endpoint names https.
-    let plain = reqwest::get(format!("http://localhost:{port}/healthz")).await;
+    let plain_base = server.base.replace("https://", "http://");
+    let plain = reqwest::get(format!("{plain_base}/healthz")).await;
     assert!(
         plain.map_or(true, |r| r.status() != 200),
         "no plain-http answer on the https port"
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_refunds"))
-        .args(["clients", "create", "tls", "--database-url"])
-        .arg(format!("sqlite:{}", db.display()))
-        .output()
-        .unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    let value = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}=")))
-            .unwrap()
-            .to_string()
-    };
+    let text = cli(&db, &["clients", "create", "tls"]);
     let answer: Value = client
-        .post(format!("https://localhost:{port}/services/oauth2/token"))
+        .post(format!("{}/services/oauth2/token", server.base))
         .form(&[
             ("grant_type", "client_credentials"),
-            ("client_id", &value("client_id")),
-            ("client_secret", &value("client_secret")),
+            ("client_id", &field(&text, "client_id")),
+            ("client_secret", &field(&text, "client_secret")),
         ])
         .send()
         .await
@@ -437,7 +344,7 @@ async fn serves_https_with_the_given_certificate() {
         .json()
         .await
         .unwrap();
-    assert_eq!(answer["instance_url"], format!("https://localhost:{port}"));
+    assert_eq!(answer["instance_url"], server.base);
 }
 
 /// rustforce, a published Salesforce REST client, runs the whole flow unchanged: password
@@ -448,18 +355,7 @@ async fn rustforce_drives_the_whole_flow() {
     let db = dir.path().join("refunds.db");
     let server = serve(&db, &[]).await; // also creates the API client "tests"
     let credentials = std::fs::read_to_string(db.with_extension("client")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_refunds"))
-        .args(["users", "create", "ops@example.com", "--database-url"])
-        .arg(format!("sqlite:{}", db.display()))
-        .output()
-        .unwrap();
-    let user = String::from_utf8(out.stdout).unwrap();
-    let field = |text: &str, key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")))
-            .unwrap()
-            .to_string()
-    };
+    let user = cli(&db, &["users", "create", "ops@example.com"]);
 
     let mut client = rustforce::Client::new(
         Some(field(&credentials, "client_id")),
