@@ -331,19 +331,7 @@ async fn serves_https_with_the_given_certificate() {
         "no plain-http answer on the https port"
     );
     let text = cli(&db, &["clients", "create", "tls"]);
-    let answer: Value = client
-        .post(format!("{}/services/oauth2/token", server.base))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", &field(&text, "client_id")),
-            ("client_secret", &field(&text, "client_secret")),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = common::token_answer(&client, &server.base, &text).await;
     assert_eq!(answer["instance_url"], server.base);
 }
 

@@ -102,7 +102,17 @@ pub fn field(text: &str, key: &str) -> String {
 
 /// A bearer token for an API client, by the client_credentials grant.
 pub async fn client_token(client: &reqwest::Client, base: &str, credentials: &str) -> String {
-    let answer: serde_json::Value = client
+    let answer = token_answer(client, base, credentials).await;
+    answer["access_token"].as_str().expect("token").to_string()
+}
+
+/// The token endpoint's answer to the client_credentials grant.
+pub async fn token_answer(
+    client: &reqwest::Client,
+    base: &str,
+    credentials: &str,
+) -> serde_json::Value {
+    client
         .post(format!("{base}/services/oauth2/token"))
         .form(&[
             ("grant_type", "client_credentials"),
@@ -114,8 +124,7 @@ pub async fn client_token(client: &reqwest::Client, base: &str, credentials: &st
         .unwrap()
         .json()
         .await
-        .unwrap();
-    answer["access_token"].as_str().expect("token").to_string()
+        .unwrap()
 }
 
 /// A self-signed certificate for `localhost`, written as `cert.pem` and `key.pem` in `dir`;
