@@ -162,6 +162,7 @@ async fn main() {
     }
 
     // (2) Durable enqueues over HTTP.
+    let grouped = db.group_commits();
     let permits = Arc::new(Semaphore::new(concurrency));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(requests);
@@ -189,6 +190,7 @@ async fn main() {
         percentile(&latencies, 0.99),
         percentile(&latencies, 1.0)
     );
+    report_groups(&db, grouped);
 
     // (3) Workers drain the queue: plan, reserve, simulator call, settle, per operation.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -197,6 +199,7 @@ async fn main() {
         config,
         Registry::new(SimulatorConfig::default()),
     );
+    let grouped = db.group_commits();
     let started = Instant::now();
     let workers = tokio::spawn(runner.run(stop_rx));
     loop {
@@ -216,6 +219,7 @@ async fn main() {
         "workers: {requests} operations refunded end to end in {elapsed:.2} s ({:.0}/s)",
         requests as f64 / elapsed
     );
+    report_groups(&db, grouped);
     let _ = stop_tx.send(true);
     let _ = workers.await;
     println!("peak resident memory: {:.1} MiB", peak_rss_mib());
@@ -229,4 +233,16 @@ fn rand_base() -> i64 {
                 .map_or(0, |d| d.as_micros() % 1_000_000),
         )
         .unwrap_or(0)
+}
+
+/// SQLite's group commit since `before`: how many transactions each fsync carried.
+fn report_groups(db: &Db, before: refunds_store::GroupCommits) {
+    let now = db.group_commits();
+    let (commits, members) = (now.commits - before.commits, now.members - before.members);
+    if commits > 0 {
+        println!(
+            "  SQLite group commit: {members} transactions in {commits} COMMITs ({:.1} per fsync)",
+            members as f64 / commits as f64
+        );
+    }
 }

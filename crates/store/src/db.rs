@@ -1,11 +1,13 @@
 //! Connecting, migrating and opening transactions.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, AnyQueryResult};
+use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool, Executor};
-use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
+use tokio::sync::{watch, Mutex, Notify, OwnedMutexGuard};
 
 use crate::{Result, StoreError};
 
@@ -35,26 +37,32 @@ pub struct Db {
     pool: AnyPool,
     backend: Backend,
     url: String,
-    /// SQLite allows one writer at a time. Queueing writers here, in the process, is
-    /// fair and costs nothing; letting them collide inside SQLite would mean busy-wait
-    /// sleeps. PostgreSQL needs no gate.
-    write_gate: Option<Arc<Mutex<()>>>,
+    /// SQLite's writer (see [`Writer`]); PostgreSQL needs none.
+    writer: Option<Arc<Writer>>,
     /// Wakes this process's workers after an enqueue commits (and, on PostgreSQL, on a
     /// NOTIFY from another process, forwarded by the queue's listener).
     wakeup: Arc<Notify>,
 }
 
-/// A transaction; on SQLite it also holds the write gate until it ends.
+/// A transaction. On PostgreSQL it is its own database transaction; on SQLite it is a
+/// member of a group commit (see [`Writer`]).
 pub struct Tx {
-    inner: sqlx::Transaction<'static, Any>,
-    _gate: Option<OwnedMutexGuard<()>>,
+    kind: TxKind,
     wake_on_commit: bool,
     wakeup: Arc<Notify>,
 }
 
+enum TxKind {
+    Postgres(sqlx::Transaction<'static, Any>),
+    Sqlite(Member),
+}
+
 impl Tx {
     pub fn conn(&mut self) -> &mut sqlx::AnyConnection {
-        &mut self.inner
+        match &mut self.kind {
+            TxKind::Postgres(tx) => tx,
+            TxKind::Sqlite(member) => member.conn(),
+        }
     }
 
     /// Ask for this process's workers to be woken once (and only if) the commit succeeds.
@@ -62,8 +70,13 @@ impl Tx {
         self.wake_on_commit = true;
     }
 
+    /// Returns once the transaction is durable (on SQLite: once the group it joined has
+    /// committed), or with an error if nothing of it was kept.
     pub async fn commit(self) -> Result<()> {
-        self.inner.commit().await?;
+        match self.kind {
+            TxKind::Postgres(tx) => tx.commit().await?,
+            TxKind::Sqlite(member) => member.commit().await?,
+        }
         if self.wake_on_commit {
             self.wakeup.notify_waiters();
             self.wakeup.notify_one();
@@ -72,8 +85,298 @@ impl Tx {
     }
 
     pub async fn rollback(self) -> Result<()> {
-        self.inner.rollback().await?;
+        match self.kind {
+            TxKind::Postgres(tx) => tx.rollback().await?,
+            TxKind::Sqlite(member) => member.rollback().await?,
+        }
         Ok(())
+    }
+}
+
+/// SQLite's single writer, with group commit.
+///
+/// SQLite allows one writer at a time, so writers queue here, in the process (fair, and
+/// no busy-wait sleeps inside SQLite). Whoever holds the gate works inside one shared
+/// database transaction, its own work wrapped in a savepoint: a member that fails or rolls
+/// back undoes only its savepoint. A member that commits releases its savepoint and waits
+/// for the group's COMMIT, which the last member to leave the gate issues when nobody else
+/// is queued (or the group is large or old): one fsync then makes every member durable,
+/// and no member hears "committed" before that fsync. If the COMMIT fails, every member of
+/// the group gets the error, and none of their work was kept.
+struct Writer {
+    pool: AnyPool,
+    gate: Arc<Mutex<Group>>,
+    /// Tasks queued for the gate: the member leaving commits only when this is zero.
+    queued: AtomicUsize,
+    commits: AtomicU64,
+    members: AtomicU64,
+}
+
+/// A member still waiting for its group's COMMIT after this long finishes the group
+/// itself (see [`Member::commit`]).
+const RESCUE_AFTER: Duration = Duration::from_millis(100);
+/// A group commits anyway once it has this many members waiting...
+const GROUP_MAX_MEMBERS: usize = 64;
+/// ...or its first member has waited this long, so a steady queue cannot hold a group open.
+const GROUP_MAX_WAIT: Duration = Duration::from_millis(10);
+
+/// The gate's state: the open group, if any.
+#[derive(Default)]
+struct Group {
+    open: Option<OpenGroup>,
+    next_savepoint: u64,
+}
+
+struct OpenGroup {
+    conn: PoolConnection<Any>,
+    /// Members waiting for the COMMIT, and since when the first of them has waited.
+    members: usize,
+    waiting_since: Option<Instant>,
+    /// The group's outcome, sent once: `Ok` after COMMIT, or why nothing was kept.
+    done: watch::Sender<Option<std::result::Result<(), String>>>,
+}
+
+/// How SQLite's group commit has gone since the process started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GroupCommits {
+    /// COMMITs issued (each one fsync).
+    pub commits: u64,
+    /// Transactions those COMMITs made durable.
+    pub members: u64,
+}
+
+impl Writer {
+    async fn begin(self: &Arc<Self>) -> Result<Member> {
+        let queued = Queued::new(self);
+        let mut guard = self.gate.clone().lock_owned().await;
+        drop(queued);
+        if guard.open.is_none() {
+            let opened = async {
+                let mut conn = self.pool.acquire().await?;
+                conn.execute("BEGIN IMMEDIATE").await?;
+                Ok::<_, sqlx::Error>(conn)
+            }
+            .await;
+            match opened {
+                Ok(conn) => {
+                    guard.open = Some(OpenGroup {
+                        conn,
+                        members: 0,
+                        waiting_since: None,
+                        done: watch::channel(None).0,
+                    })
+                }
+                Err(e) => {
+                    self.leave(guard).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        guard.next_savepoint += 1;
+        let savepoint = format!("m{}", guard.next_savepoint);
+        let started = match guard.open.as_mut() {
+            Some(open) => open
+                .conn
+                .execute(format!("SAVEPOINT {savepoint}").as_str())
+                .await
+                .map(|_| ()),
+            None => Ok(()),
+        };
+        if let Err(e) = started {
+            self.abort(&mut guard, &e.to_string()).await;
+            self.leave(guard).await;
+            return Err(e.into());
+        }
+        Ok(Member {
+            writer: self.clone(),
+            guard: Some(guard),
+            savepoint,
+        })
+    }
+
+    /// Gives up the gate. Whoever leaves last while nobody is queued (or when the group
+    /// is full or old) finishes the group: COMMIT if it has members, else ROLLBACK.
+    async fn leave(&self, mut guard: OwnedMutexGuard<Group>) {
+        let Some(open) = guard.open.as_ref() else {
+            return;
+        };
+        let idle = self.queued.load(Ordering::SeqCst) == 0;
+        let due = open.members >= GROUP_MAX_MEMBERS
+            || open
+                .waiting_since
+                .is_some_and(|t| t.elapsed() >= GROUP_MAX_WAIT);
+        if !(idle || due) {
+            return;
+        }
+        let Some(mut open) = guard.open.take() else {
+            return;
+        };
+        if open.members == 0 {
+            if open.conn.execute("ROLLBACK").await.is_err() {
+                open.conn.close_on_drop();
+            }
+            return;
+        }
+        let result = open.conn.execute("COMMIT").await.map(|_| ());
+        let outcome = match result {
+            Ok(()) => {
+                self.commits.fetch_add(1, Ordering::Relaxed);
+                self.members
+                    .fetch_add(u64::try_from(open.members).unwrap_or(0), Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, members = open.members, "group commit failed");
+                if open.conn.execute("ROLLBACK").await.is_err() {
+                    open.conn.close_on_drop();
+                }
+                Err(e.to_string())
+            }
+        };
+        open.done.send_replace(Some(outcome));
+    }
+
+    /// Ends the open group without keeping anything: its members get `why`.
+    async fn abort(&self, guard: &mut OwnedMutexGuard<Group>, why: &str) {
+        if let Some(mut open) = guard.open.take() {
+            tracing::error!(
+                error = why,
+                members = open.members,
+                "group transaction aborted"
+            );
+            if open.conn.execute("ROLLBACK").await.is_err() {
+                open.conn.close_on_drop();
+            }
+            open.done.send_replace(Some(Err(why.to_string())));
+        }
+    }
+
+    /// Undoes one member's savepoint and leaves the gate; if the savepoint cannot be
+    /// undone, the whole group is aborted rather than committing half a member.
+    async fn undo(&self, mut guard: OwnedMutexGuard<Group>, savepoint: &str) -> Result<()> {
+        let undone = match guard.open.as_mut() {
+            Some(open) => open
+                .conn
+                .execute(format!("ROLLBACK TO {savepoint}; RELEASE {savepoint}").as_str())
+                .await
+                .map(|_| ()),
+            None => Ok(()),
+        };
+        if let Err(e) = &undone {
+            self.abort(&mut guard, &e.to_string()).await;
+        }
+        self.leave(guard).await;
+        Ok(undone?)
+    }
+}
+
+/// Counts a task as queued for the gate until it is admitted (or gives up waiting).
+struct Queued<'a>(&'a Writer);
+
+impl<'a> Queued<'a> {
+    fn new(writer: &'a Writer) -> Queued<'a> {
+        writer.queued.fetch_add(1, Ordering::SeqCst);
+        Queued(writer)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One transaction inside a group: it holds the gate until it commits or rolls back.
+struct Member {
+    writer: Arc<Writer>,
+    guard: Option<OwnedMutexGuard<Group>>,
+    savepoint: String,
+}
+
+impl Member {
+    fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        match self.guard.as_mut().and_then(|g| g.open.as_mut()) {
+            Some(open) => &mut open.conn,
+            // A member exists only while its group is open and it holds the gate.
+            None => unreachable!("a transaction without its group"),
+        }
+    }
+
+    async fn commit(mut self) -> Result<()> {
+        let Some(mut guard) = self.guard.take() else {
+            return Err(StoreError::GroupCommit("transaction already ended".into()));
+        };
+        let released = match guard.open.as_mut() {
+            Some(open) => open
+                .conn
+                .execute(format!("RELEASE {}", self.savepoint).as_str())
+                .await
+                .map(|_| ()),
+            None => Err(sqlx::Error::PoolClosed),
+        };
+        if let Err(e) = released {
+            self.writer.undo(guard, &self.savepoint).await.ok();
+            return Err(e.into());
+        }
+        let mut done = match guard.open.as_mut() {
+            Some(open) => {
+                open.members += 1;
+                open.waiting_since.get_or_insert_with(Instant::now);
+                open.done.subscribe()
+            }
+            None => return Err(StoreError::GroupCommit("group closed".into())),
+        };
+        self.writer.leave(guard).await;
+        let outcome = loop {
+            if let Some(outcome) = done.borrow_and_update().clone() {
+                break Some(outcome);
+            }
+            tokio::select! {
+                changed = done.changed() => if changed.is_err() {
+                    break None;
+                },
+                // The member this one left the COMMIT to has not finished the group (it
+                // may have given up waiting in the queue): finish it from here.
+                () = tokio::time::sleep(RESCUE_AFTER) => {
+                    let guard = self.writer.gate.clone().lock_owned().await;
+                    self.writer.leave(guard).await;
+                }
+            }
+        };
+        match outcome {
+            Some(Ok(())) => Ok(()),
+            Some(Err(why)) => Err(StoreError::GroupCommit(why)),
+            None => Err(StoreError::GroupCommit("no outcome".into())),
+        }
+    }
+
+    async fn rollback(mut self) -> Result<()> {
+        match self.guard.take() {
+            Some(guard) => self.writer.undo(guard, &self.savepoint).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Member {
+    /// Dropped without commit or rollback (an early return, a cancelled request): its
+    /// savepoint is undone by a task that inherits the gate, so the group goes on.
+    fn drop(&mut self) {
+        let Some(guard) = self.guard.take() else {
+            return;
+        };
+        let writer = self.writer.clone();
+        let savepoint = std::mem::take(&mut self.savepoint);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let _ = writer.undo(guard, &savepoint).await;
+                });
+            }
+            // No runtime: the process is ending; nothing was acknowledged, and the
+            // connection's own drop rolls the open transaction back.
+            Err(_) => drop(guard),
+        }
     }
 }
 
@@ -124,11 +427,20 @@ impl Db {
                     .await?
             }
         };
+        let writer = (backend == Backend::Sqlite).then(|| {
+            Arc::new(Writer {
+                pool: pool.clone(),
+                gate: Arc::new(Mutex::new(Group::default())),
+                queued: AtomicUsize::new(0),
+                commits: AtomicU64::new(0),
+                members: AtomicU64::new(0),
+            })
+        });
         Ok(Db {
             pool,
             backend,
             url,
-            write_gate: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
+            writer,
             wakeup: Arc::new(Notify::new()),
         })
     }
@@ -150,23 +462,29 @@ impl Db {
         self.wakeup.clone()
     }
 
-    /// Opens a read-write transaction. On SQLite it takes the write lock up front
-    /// (`BEGIN IMMEDIATE`) so two transactions never deadlock upgrading a read lock.
+    /// Opens a read-write transaction. On SQLite it joins the writer's group commit,
+    /// whose transaction takes the write lock up front (`BEGIN IMMEDIATE`) so that no two
+    /// transactions deadlock upgrading a read lock.
     pub async fn begin(&self) -> Result<Tx> {
-        let gate = match &self.write_gate {
-            Some(gate) => Some(gate.clone().lock_owned().await),
-            None => None,
-        };
-        let inner = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+        let kind = match &self.writer {
+            Some(writer) => TxKind::Sqlite(writer.begin().await?),
+            None => TxKind::Postgres(self.pool.begin().await?),
         };
         Ok(Tx {
-            inner,
-            _gate: gate,
+            kind,
             wake_on_commit: false,
             wakeup: self.wakeup.clone(),
         })
+    }
+
+    /// SQLite's group commits so far (zero on PostgreSQL, which groups its own).
+    pub fn group_commits(&self) -> GroupCommits {
+        self.writer
+            .as_ref()
+            .map_or_else(GroupCommits::default, |w| GroupCommits {
+                commits: w.commits.load(Ordering::Relaxed),
+                members: w.members.load(Ordering::Relaxed),
+            })
     }
 
     /// Applies the embedded migrations that have not run yet. Safe to call from several
@@ -255,6 +573,44 @@ pub(crate) fn expect_one(result: AnyQueryResult, what: impl FnOnce() -> String) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A member leaves the COMMIT to a writer it saw queued; that writer never comes (it
+    /// gave up waiting). The member finishes the group itself instead of waiting forever.
+    #[tokio::test]
+    async fn a_group_whose_committer_never_comes_is_committed_anyway() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite:{}", dir.path().join("g.db").display()))
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (id BIGINT PRIMARY KEY)")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let writer = db.writer.clone().expect("SQLite has a writer");
+        let mut tx = db.begin().await.unwrap();
+        sqlx::query("INSERT INTO t (id) VALUES (1)")
+            .execute(tx.conn())
+            .await
+            .unwrap();
+        let phantom = Queued::new(&writer);
+        tokio::time::timeout(Duration::from_secs(5), tx.commit())
+            .await
+            .expect("the group was committed, not stranded")
+            .expect("commit");
+        drop(phantom);
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(
+            db.group_commits(),
+            GroupCommits {
+                commits: 1,
+                members: 1
+            }
+        );
+    }
 
     #[test]
     fn urls_pick_the_backend_and_sqlite_files_are_created() {

@@ -21,7 +21,7 @@ pub mod records;
 pub mod refunds;
 pub mod schema;
 
-pub use db::{now_ms, Backend, Db, Tx};
+pub use db::{now_ms, Backend, Db, GroupCommits, Tx};
 pub use schema::{FieldDef, FieldKind, ObjectDef};
 
 /// Everything that can go wrong in the store.
@@ -41,6 +41,9 @@ pub enum StoreError {
     /// Stored data that violates the schema's own rules.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The shared SQLite commit this transaction joined failed: nothing of it was kept.
+    #[error("group commit failed: {0}")]
+    GroupCommit(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
