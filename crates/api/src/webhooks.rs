@@ -2,8 +2,10 @@
 //!
 //! Every item is verified with its gateway's HMAC key before anything changes; one bad
 //! signature rejects the whole delivery with 401. Verified `REFUND` / `REFUND_FAILED`
-//! items settle their `Pending` refund; each is logged as a notification. Adyen expects
-//! the body `[accepted]` once a delivery is stored.
+//! items settle their `Pending` refund when their amount, currency and merchant account
+//! match it; one that does not match is handed to a person (a process exception) and
+//! changes no money. Each is logged as a notification. Adyen expects the body
+//! `[accepted]` once a delivery is stored.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -78,9 +80,23 @@ pub async fn adyen(
             raw_request: None,
             raw_response: Some(format!("{item:?}")),
         };
-        refunds_queue::settle_notification(&state.db, &w, &outcome, success)
-            .await
-            .map_err(|e| ApiError::internal(&e))?;
+        // Authentic is not the same as matching: a notification for another amount,
+        // currency or merchant account is not applied to this refund.
+        let mismatch = refunds_queue::notification_mismatch(
+            &w,
+            item.amount.value,
+            &item.amount.currency,
+            &item.merchant_account_code,
+        );
+        match mismatch {
+            Some(why) => {
+                refunds_queue::record_mismatched_notification(&state.db, &w, &outcome, &why).await
+            }
+            None => refunds_queue::settle_notification(&state.db, &w, &outcome, success)
+                .await
+                .map(|_| ()),
+        }
+        .map_err(|e| ApiError::internal(&e))?;
     }
     Ok(([(header::CONTENT_TYPE, "text/plain")], "[accepted]").into_response())
 }

@@ -350,3 +350,89 @@ pub async fn settle_notification(
     }
     Ok(settled)
 }
+
+/// What a verified notification says about its refund that the refund does not: another
+/// amount or currency, or (when the gateway names one) another merchant account. `None`
+/// when it matches.
+pub fn notification_mismatch(
+    w: &RefundWork,
+    amount: i64,
+    currency: &str,
+    merchant_account: &str,
+) -> Option<String> {
+    if amount != w.amount || currency != w.currency {
+        return Some(format!(
+            "it reports {} but the refund is {}",
+            format_amount(amount, currency),
+            format_amount(w.amount, &w.currency)
+        ));
+    }
+    match &w.merchant_account {
+        Some(ours) if ours != merchant_account => Some(format!(
+            "it comes from merchant account {merchant_account:?}, the gateway's is {ours:?}"
+        )),
+        _ => None,
+    }
+}
+
+/// Records a notification that does not match its refund: logged (`NoOp`, the
+/// notification kept in the log) and handed to a person with a process exception; the
+/// refund and its money stay as they are. A repeat of the same notification raises no
+/// second exception while the first is still open.
+pub async fn record_mismatched_notification(
+    db: &Db,
+    w: &RefundWork,
+    outcome: &Outcome,
+    why: &str,
+) -> Result<(), JobError> {
+    let now = now_ms();
+    let log_id = SfId::generate(ObjectType::PaymentGatewayLog).into_string();
+    let pe_id = SfId::generate(ObjectType::ProcessException).into_string();
+    let message = format!(
+        "A provider notification about refund {} does not match it: {why}",
+        w.id
+    );
+    let description = format!(
+        "The notification was not applied: refund {} stays {} and its money as it was. Check the refund in the \
+         provider's dashboard (reference {}) and settle it by hand. Gateway log {log_id}.",
+        w.id,
+        w.status,
+        outcome.gateway_ref.as_deref().unwrap_or(&w.id)
+    );
+    let mut tx = db.begin().await?;
+    sql::insert_log(
+        tx.conn(),
+        &NewLog {
+            id: &log_id,
+            interaction_type: Interaction::ReferencedRefund.as_str(),
+            interaction_status: "Initiated",
+            sf_ref_number: &w.id,
+            request: None,
+            refund_id: &w.id,
+            summary_id: &w.summary_id,
+            gateway_id: &w.gateway_id,
+            is_notification: true,
+            currency: &w.currency,
+            now,
+        },
+    )
+    .await?;
+    let answer = answer_of(outcome, "NoOp", 0);
+    sql::finish_log(tx.conn(), &log_id, &w.summary_id, &answer, now).await?;
+    if !sql::has_open_exception(tx.conn(), &w.id, &message).await? {
+        let exception = NewProcessException {
+            id: &pe_id,
+            message: &message,
+            description: &description,
+            attached_to_id: &w.id,
+            order_summary_id: &w.order_summary_id,
+            operation_id: Some(&w.operation_id),
+            priority: "High",
+            now,
+        };
+        sql::insert_process_exception(tx.conn(), &exception).await?;
+    }
+    tx.commit().await?;
+    tracing::warn!(refund = %w.id, why, "a notification does not match its refund: handed to a person");
+    Ok(())
+}

@@ -756,7 +756,77 @@ async fn refund_failed_notification_while_draft_cancels_it(backend: Backend) {
     notification_while_draft(backend, "DRAFTFAIL", "REFUND_FAILED", "true").await
 }
 
+/// An authentic notification that does not match its refund (another amount, currency
+/// or merchant account) moves no money: it is logged and handed to a person, once per
+/// distinct mismatch; a matching one afterwards still settles the refund.
+async fn a_notification_that_does_not_match_is_handed_to_a_person(backend: Backend) {
+    let Some(p) = pending_refund(backend, "MISMATCH", "12.34", true, Some(HMAC_KEY)).await else {
+        return;
+    };
+    let before = p.refund().await;
+    let mut more = p.item("REFUND", "true");
+    more["amount"]["value"] = json!(p.minor() + 100);
+    let mut euros = p.item("REFUND", "true");
+    euros["amount"]["currency"] = json!("EUR");
+    let mut elsewhere = p.item("REFUND_FAILED", "true");
+    elsewhere["merchantAccountCode"] = json!("SomeoneElsesAccount");
+    for (item, expected) in [
+        (&more, "reports 13.34 USD but the refund is 12.34 USD"),
+        (&more, "reports 13.34 USD but the refund is 12.34 USD"), // a repeat
+        (&euros, "reports 12.34 EUR but the refund is 12.34 USD"),
+        (&elsewhere, "merchant account \"SomeoneElsesAccount\""),
+    ] {
+        let body = delivery(&[signed(item.clone(), HMAC_KEY)]);
+        assert_accepted(&post_webhook(&p.app, &body).await);
+        assert_eq!(p.refund().await, before, "the refund is untouched");
+        p.assert_money("0.00", "12.34", "87.66").await;
+        let exceptions = p.app.exceptions_of(&p.order.id).await;
+        let last = exceptions.last().expect("an exception");
+        let message = last["Message"].as_str().unwrap();
+        assert!(message.contains(expected), "{message}");
+        assert!(message.contains(&p.refund_id), "{message}");
+        assert_eq!(last["Status"], "New");
+        assert_eq!(last["Priority"], "High");
+    }
+    let exceptions = p.app.exceptions_of(&p.order.id).await;
+    assert_eq!(
+        exceptions.len(),
+        3,
+        "one per distinct mismatch: {exceptions:#?}"
+    );
+    let order = p.app.record("OrderSummary", &p.order.id).await;
+    assert_eq!(order["ActiveProcessExceptionCount"], 3);
+    let memo = p
+        .app
+        .record("CreditMemo", p.credit_memo.as_ref().unwrap())
+        .await;
+    assert_eq!(
+        text(&memo["Balance"]),
+        "0.00",
+        "the credit memo is not restored"
+    );
+    let notes: Vec<Value> = p
+        .logs()
+        .await
+        .into_iter()
+        .filter(|l| l["IsNotification"] == "Yes")
+        .collect();
+    assert_eq!(notes.len(), 4, "every delivery is logged: {notes:#?}");
+    assert!(
+        notes.iter().all(|n| n["InteractionStatus"] == "NoOp"),
+        "{notes:#?}"
+    );
+    assert_eq!(p.lines().await, 0);
+
+    // The matching notification settles it as usual.
+    let body = delivery(&[signed(p.item("REFUND", "true"), HMAC_KEY)]);
+    assert_accepted(&post_webhook(&p.app, &body).await);
+    assert_eq!(p.refund().await["Status"], "Processed");
+    p.assert_money("12.34", "0.00", "87.66").await;
+}
+
 backend_tests!(
+    a_notification_that_does_not_match_is_handed_to_a_person,
     refund_notification_while_draft_settles_it,
     refund_failed_notification_while_draft_cancels_it,
     refund_notification_settles_the_refund_once,

@@ -861,6 +861,24 @@ pub async fn insert_process_exception(
     expect_one(r, || format!("order summary {}", e.order_summary_id))
 }
 
+/// Whether `attached_to_id` has a process exception with this message that nobody has
+/// resolved or voided yet.
+pub async fn has_open_exception(
+    conn: &mut AnyConnection,
+    attached_to_id: &str,
+    message: &str,
+) -> Result<bool> {
+    let found: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM process_exceptions WHERE attached_to_id = $1 AND message = $2 \
+         AND status NOT IN ('Resolved', 'Voided') LIMIT 1",
+    )
+    .bind(attached_to_id)
+    .bind(message)
+    .fetch_optional(conn)
+    .await?;
+    Ok(found.is_some())
+}
+
 /// A refund with its gateway, by id, outside any transaction (for notifications).
 pub async fn find_refund_work(db: &Db, refund_id: &str) -> Result<Option<RefundWork>> {
     sqlx::query(&format!("{WORK_SELECT} WHERE r.id = $1"))
