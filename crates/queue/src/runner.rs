@@ -9,7 +9,7 @@ use refunds_store::{now_ms, Backend, Db};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::{ms, reconcile, retry_delay_ms, Job, JobContext, QueueConfig};
+use crate::{ms, reconcile, retry_delay_ms, Job, JobContext, JobError, QueueConfig};
 
 /// Runs background operations for one process.
 #[derive(Clone)]
@@ -171,7 +171,20 @@ impl Runner {
             op: op.clone(),
         };
         let started = std::time::Instant::now();
-        let result = job.run(&ctx).await;
+        // In its own task, so that a panic in the job is this run's failure (retried as
+        // any error is, up to RetryLimit) instead of a lost worker whose lease expires and
+        // whose operation is rescued, to panic again, for ever.
+        let mut run = AbortOnDrop(tokio::spawn(async move { job.run(&ctx).await }));
+        let result = match (&mut run.0).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => Err(JobError::Failed(format!(
+                "the worker failed unexpectedly running this operation: {}",
+                panic_text(e.into_panic().as_ref())
+            ))),
+            // Cancelled (the runtime is shutting down): the lease runs out and another
+            // worker takes the operation over.
+            Err(_) => return,
+        };
         drop(heartbeat);
         let now = now_ms();
         let finished = match &result {
@@ -196,9 +209,18 @@ impl Runner {
     }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// What a panic said, if it said it as text.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic")
+}
 
-impl Drop for AbortOnDrop {
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }

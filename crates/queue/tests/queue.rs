@@ -467,7 +467,61 @@ async fn a_refund_interrupted_mid_call_is_redriven_with_the_same_key(backend: Ba
     );
 }
 
+struct Panics(Arc<AtomicUsize>);
+
+#[async_trait]
+impl Job for Panics {
+    fn job_type(&self) -> &'static str {
+        "Panics"
+    }
+
+    async fn run(&self, _: &JobContext) -> Result<(), JobError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        panic!("a bug in a job");
+    }
+}
+
+/// A job that panics fails its run like any error (retried up to RetryLimit, then Error)
+/// instead of being rescued and panicking again for ever.
+async fn a_panicking_job_fails_its_run_and_retries_are_bounded(backend: Backend) {
+    let Some(t) = TestDb::new(backend).await else {
+        return;
+    };
+    let runs = Arc::new(AtomicUsize::new(0));
+    let config = refunds_queue::QueueConfig {
+        lease: Duration::from_millis(300),
+        ..fast_config()
+    };
+    let mut runner = Runner::new(
+        t.db.clone(),
+        config.clone(),
+        Registry::new(SimulatorConfig::default()),
+    );
+    runner.register(Arc::new(Panics(runs.clone())));
+    let op = enqueue(&t.db, "Panics", "order-1", 1).await;
+    for round in 1..=2 {
+        assert_eq!(runner.run_once().await.unwrap(), 1, "round {round} runs");
+        let (status, scheduled, error): (String, i64, Option<String>) = sqlx::query_as(
+            "SELECT status, retry_scheduled, error FROM background_operations WHERE id = $1",
+        )
+        .bind(&op)
+        .fetch_one(t.db.pool())
+        .await
+        .unwrap();
+        assert_eq!(status, "Error", "round {round}");
+        assert_eq!(scheduled, i64::from(round == 1), "round {round}");
+        let error = error.unwrap_or_default();
+        assert!(error.contains("a bug in a job"), "{error}");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+    }
+    // Long after any lease would have run out: nothing is rescued or run again.
+    tokio::time::sleep(config.lease + Duration::from_millis(50)).await;
+    assert_eq!(runner.run_once().await.unwrap(), 0);
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
 backend_tests!(
+    a_panicking_job_fails_its_run_and_retries_are_bounded,
     two_workers_never_run_the_same_operation,
     operations_of_one_order_run_one_at_a_time_in_order,
     operations_of_different_orders_run_together,
