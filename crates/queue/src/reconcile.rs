@@ -208,7 +208,8 @@ async fn follow_settlement(
 async fn hand_over(db: &Db, w: &RefundWork, now: i64) -> Result<(), JobError> {
     let pe_id = SfId::generate(ObjectType::ProcessException).into_string();
     let message = format!(
-        "The outcome of refund {} ({}) is unknown; its money stays reserved until a person settles it",
+        "{} {} ({}) is unknown; its money stays reserved until a person settles it",
+        sql::HAND_OVER_MESSAGE,
         w.id,
         format_amount(w.amount, &w.currency)
     );

@@ -347,6 +347,20 @@ pub async fn settle_notification(
     }
     if !settled {
         tracing::info!(refund = %w.id, "notification for a refund that is not pending: logged only");
+    } else if w.status == "Draft" {
+        // It may have been handed to a person when its outcome stayed unknown: that task is
+        // done now, and doing it by hand as well could pay the refund twice.
+        let note = format!(
+            " Settled since by the provider's notification ({}, gateway log {log_id}): \
+             nothing is left to do by hand.",
+            if success { "refunded" } else { "not refunded" }
+        );
+        let mut tx = db.begin().await?;
+        let resolved = sql::resolve_hand_over(tx.conn(), &w.id, &note, now_ms()).await?;
+        tx.commit().await?;
+        if resolved > 0 {
+            tracing::info!(refund = %w.id, "a notification settled a handed-over refund; its exception is resolved");
+        }
     }
     Ok(settled)
 }

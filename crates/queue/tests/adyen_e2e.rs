@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use refunds_gateway::adyen::NotificationItem;
-use refunds_queue::QueueConfig;
+use refunds_queue::{reconcile_due, QueueConfig};
 use refunds_testkit::{backend_tests, fast_config, Backend, Order, TestApp};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -665,16 +665,9 @@ async fn a_body_that_is_not_a_notification_is_400(backend: Backend) {
 /// reconciliation then has nothing left to do. (Acknowledging it and dropping it would leave
 /// the refund `Pending` for ever once the lookup re-sent the call: Adyen does not deliver
 /// an accepted notification twice.)
-async fn notification_while_draft(backend: Backend, tag: &str, event: &str, success: &str) {
-    // Reconciliation waits an hour here, so the notification surely comes first; the test
-    // then moves the lookup to now, as the clock would.
-    let config = QueueConfig {
-        reconcile_delay: Duration::from_secs(3600),
-        ..fast_config()
-    };
-    let Some(app) = TestApp::with_config(backend, config).await else {
-        return;
-    };
+/// A refund of 12.34 whose Adyen call timed out: `Draft`, its outcome unknown.
+async fn draft_refund(backend: Backend, tag: &str, config: QueueConfig) -> Option<Pending> {
+    let app = TestApp::with_config(backend, config).await?;
     let api_key = format!("AQE_test_{:016x}", rand::random::<u64>());
     let adyen = AdyenStandIn::start(&api_key, Some(Duration::from_secs(30))).await;
     let key_env = env_name("KEY", tag, backend);
@@ -715,6 +708,19 @@ async fn notification_while_draft(backend: Backend, tag: &str, event: &str, succ
     assert_eq!(refund["SfResultCode"], Value::Null, "{refund}");
     p.assert_money("0.00", "12.34", "87.66").await;
     assert_eq!(p.adyen.received().len(), 1);
+    Some(p)
+}
+
+async fn notification_while_draft(backend: Backend, tag: &str, event: &str, success: &str) {
+    // Reconciliation waits an hour here, so the notification surely comes first; the test
+    // then moves the lookup to now, as the clock would.
+    let config = QueueConfig {
+        reconcile_delay: Duration::from_secs(3600),
+        ..fast_config()
+    };
+    let Some(p) = draft_refund(backend, tag, config).await else {
+        return;
+    };
 
     let body = delivery(&[signed(p.item(event, success), HMAC_KEY)]);
     assert_accepted(&post_webhook(&p.app, &body).await);
@@ -825,7 +831,47 @@ async fn a_notification_that_does_not_match_is_handed_to_a_person(backend: Backe
     p.assert_money("12.34", "0.00", "87.66").await;
 }
 
+/// A refund handed to a person (its outcome stayed unknown) and then settled by Adyen's
+/// notification: the person's task is resolved, saying how, so nobody settles it twice.
+async fn a_notification_resolves_the_hand_over_of_its_refund(backend: Backend) {
+    let config = QueueConfig {
+        reconcile_delay: Duration::from_millis(1),
+        reconcile_give_up: Duration::ZERO,
+        ..fast_config()
+    };
+    let Some(p) = draft_refund(backend, "HANDOVER", config).await else {
+        return;
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    reconcile_due(&p.app.db, &p.app.config, &p.app.registry)
+        .await
+        .unwrap();
+    let exceptions = p.app.exceptions_of(&p.order.id).await;
+    assert_eq!(exceptions.len(), 1, "{exceptions:#?}");
+    let message = exceptions[0]["Message"].as_str().unwrap().to_string();
+    assert!(message.contains("is unknown"), "{message}");
+    let order = p.app.record("OrderSummary", &p.order.id).await;
+    assert_eq!(order["ActiveProcessExceptionCount"], 1);
+
+    let body = delivery(&[signed(p.item("REFUND", "true"), HMAC_KEY)]);
+    assert_accepted(&post_webhook(&p.app, &body).await);
+    assert_eq!(p.refund().await["Status"], "Processed");
+    p.assert_money("12.34", "0.00", "87.66").await;
+    let exceptions = p.app.exceptions_of(&p.order.id).await;
+    assert_eq!(exceptions.len(), 1, "{exceptions:#?}");
+    assert_eq!(exceptions[0]["Status"], "Resolved");
+    assert_eq!(exceptions[0]["Message"], message.as_str());
+    let description = exceptions[0]["Description"].as_str().unwrap();
+    assert!(
+        description.contains("Settled since by the provider's notification (refunded"),
+        "{description}"
+    );
+    let order = p.app.record("OrderSummary", &p.order.id).await;
+    assert_eq!(order["ActiveProcessExceptionCount"], 0);
+}
+
 backend_tests!(
+    a_notification_resolves_the_hand_over_of_its_refund,
     a_notification_that_does_not_match_is_handed_to_a_person,
     refund_notification_while_draft_settles_it,
     refund_failed_notification_while_draft_cancels_it,

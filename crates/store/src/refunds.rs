@@ -868,15 +868,57 @@ pub async fn has_open_exception(
     attached_to_id: &str,
     message: &str,
 ) -> Result<bool> {
-    let found: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM process_exceptions WHERE attached_to_id = $1 AND message = $2 \
-         AND status NOT IN ('Resolved', 'Voided') LIMIT 1",
-    )
+    Ok(!open_exceptions(conn, attached_to_id, message, "=")
+        .await?
+        .is_empty())
+}
+
+/// How a hand-over exception's message starts, followed by the refund's id.
+pub const HAND_OVER_MESSAGE: &str = "The outcome of refund";
+
+/// Resolves the open hand-over exception of a refund whose provider has since settled it,
+/// adding `note` to its description, so that nobody settles it by hand as well. Returns
+/// how many it resolved (0 when the refund was never handed over).
+pub async fn resolve_hand_over(
+    conn: &mut AnyConnection,
+    refund_id: &str,
+    note: &str,
+    now: i64,
+) -> Result<usize> {
+    let pattern = format!("{HAND_OVER_MESSAGE} {refund_id} %");
+    let ids = open_exceptions(conn, refund_id, &pattern, "LIKE").await?;
+    for id in &ids {
+        sqlx::query("UPDATE process_exceptions SET description = description || $1 WHERE id = $2")
+            .bind(note)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        crate::records::set_process_exception_status(conn, id, "Resolved", now).await?;
+    }
+    Ok(ids.len())
+}
+
+/// Ids of the active exceptions on `attached_to_id` whose message compares (`=` or
+/// `LIKE`, never from a request) with `message`.
+async fn open_exceptions(
+    conn: &mut AnyConnection,
+    attached_to_id: &str,
+    message: &str,
+    compare: &str,
+) -> Result<Vec<String>> {
+    let active: Vec<String> = crate::schema::ACTIVE_PROCESS_EXCEPTION_STATUSES
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect();
+    Ok(sqlx::query_scalar(&format!(
+        "SELECT id FROM process_exceptions WHERE attached_to_id = $1 AND message {compare} $2 \
+         AND status IN ({}) ORDER BY id",
+        active.join(", ")
+    ))
     .bind(attached_to_id)
     .bind(message)
-    .fetch_optional(conn)
-    .await?;
-    Ok(found.is_some())
+    .fetch_all(conn)
+    .await?)
 }
 
 /// A refund with its gateway, by id, outside any transaction (for notifications).
