@@ -325,15 +325,16 @@ async fn validate(
     order_id: &SfId,
     input: Input,
 ) -> Result<EnsureRefunds, ApiError> {
-    let order = records::order_summary_head(tx.conn(), order_id.as_str())
+    // One read of the order and its money (the request's other checks all need it).
+    let funds = sql::order_funds(tx.conn(), state.db.backend(), order_id.as_str(), false)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    if order.life_cycle_type == "UNMANAGED" {
+    if funds.life_cycle_type == "UNMANAGED" {
         return Err(invalid_input(format!(
             "Order summary {order_id} is UNMANAGED; refunds are only ensured for MANAGED order summaries"
         )));
     }
-    let currency = Currency::parse(&order.currency).map_err(|e| ApiError::internal(&e))?;
+    let currency = Currency::parse(&funds.currency).map_err(|e| ApiError::internal(&e))?;
     let excess = match &input.excess_funds {
         None => 0,
         Some(v) => {
@@ -344,9 +345,6 @@ async fn validate(
             amount
         }
     };
-    let funds = sql::order_funds(tx.conn(), state.db.backend(), order_id.as_str(), false)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
 
     let mut credit_memo_part = 0i64;
     if let Some(cm_id) = &input.credit_memo_id {

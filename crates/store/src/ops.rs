@@ -40,31 +40,35 @@ pub struct Claimed {
     pub retry_backoff_ms: i64,
 }
 
-/// Adds an operation in the caller's transaction; workers are woken when it commits.
+const INSERT_OPERATION: &str = "INSERT INTO background_operations (id, name, type, status, parent_key, \
+    payload, submitted_at, retry_count, retry_limit, retry_backoff, process_after, timeout, created_date, \
+    last_modified_date) VALUES ($1, $2, $3, 'New', $4, $5, $6, 0, $7, $8, $6, $9, $6, $6)";
+
+/// Adds an operation in the caller's transaction; workers are woken when it commits (on
+/// PostgreSQL by a NOTIFY sent in the same statement, delivered only if it commits).
 pub async fn enqueue(tx: &mut Tx, backend: Backend, op: &NewOperation<'_>) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO background_operations (id, name, type, status, parent_key, payload, submitted_at, \
-         retry_count, retry_limit, retry_backoff, process_after, timeout, created_date, last_modified_date) \
-         VALUES ($1, $2, $3, 'New', $4, $5, $6, 0, $7, $8, $6, $9, $6, $6)",
-    )
-    .bind(op.id)
-    .bind(op.name)
-    .bind(op.ty)
-    .bind(op.parent_key)
-    .bind(op.payload)
-    .bind(op.now)
-    .bind(op.retry_limit)
-    .bind(op.retry_backoff_ms)
-    .bind(op.timeout_ms)
-    .execute(tx.conn())
-    .await?;
+    let sql = match backend {
+        // (wrapped: the Any driver cannot decode PostgreSQL's `void`)
+        Backend::Postgres => format!(
+            "WITH op AS ({INSERT_OPERATION} RETURNING id) \
+             SELECT CAST(COUNT(*) AS BIGINT) FROM op, (SELECT pg_notify($10, '')) AS n"
+        ),
+        Backend::Sqlite => INSERT_OPERATION.to_string(),
+    };
+    let mut query = sqlx::query(&sql)
+        .bind(op.id)
+        .bind(op.name)
+        .bind(op.ty)
+        .bind(op.parent_key)
+        .bind(op.payload)
+        .bind(op.now)
+        .bind(op.retry_limit)
+        .bind(op.retry_backoff_ms)
+        .bind(op.timeout_ms);
     if backend == Backend::Postgres {
-        // Delivered by PostgreSQL only if the transaction commits.
-        sqlx::query("SELECT CAST(1 AS BIGINT) FROM (SELECT pg_notify($1, '')) AS n")
-            .bind(WAKE_CHANNEL)
-            .execute(tx.conn())
-            .await?;
+        query = query.bind(WAKE_CHANNEL);
     }
+    query.execute(tx.conn()).await?;
     tx.wake_workers_on_commit();
     Ok(())
 }
