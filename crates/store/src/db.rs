@@ -134,7 +134,11 @@ struct OpenGroup {
     waiting_since: Option<Instant>,
     /// The group's outcome, sent once: `Ok` after COMMIT, or why nothing was kept.
     done: watch::Sender<Option<std::result::Result<(), String>>>,
+    /// A member was dropped where its savepoint could not be undone: roll it all back.
+    abandoned: bool,
 }
+
+const ABANDONED: &str = "a transaction of the group was abandoned unfinished";
 
 /// How SQLite's group commit has gone since the process started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -150,6 +154,9 @@ impl Writer {
         let queued = Queued::new(self);
         let mut guard = self.gate.clone().lock_owned().await;
         drop(queued);
+        if guard.open.as_ref().is_some_and(|open| open.abandoned) {
+            self.abort(&mut guard, ABANDONED).await;
+        }
         if guard.open.is_none() {
             let opened = async {
                 let mut conn = self.pool.acquire().await?;
@@ -164,6 +171,7 @@ impl Writer {
                         members: 0,
                         waiting_since: None,
                         done: watch::channel(None).0,
+                        abandoned: false,
                     })
                 }
                 Err(e) => {
@@ -197,6 +205,9 @@ impl Writer {
     /// Gives up the gate. Whoever leaves last while nobody is queued (or when the group
     /// is full or old) finishes the group: COMMIT if it has members, else ROLLBACK.
     async fn leave(&self, mut guard: OwnedMutexGuard<Group>) {
+        if guard.open.as_ref().is_some_and(|open| open.abandoned) {
+            self.abort(&mut guard, ABANDONED).await;
+        }
         let Some(open) = guard.open.as_ref() else {
             return;
         };
@@ -373,9 +384,16 @@ impl Drop for Member {
                     let _ = writer.undo(guard, &savepoint).await;
                 });
             }
-            // No runtime: the process is ending; nothing was acknowledged, and the
-            // connection's own drop rolls the open transaction back.
-            Err(_) => drop(guard),
+            // No runtime to undo it on (nor to drop a connection on): mark the group
+            // abandoned, so that the next writer rolls it back instead of committing this
+            // member's work; members waiting for the COMMIT hear that nothing was kept.
+            Err(_) => {
+                let mut guard = guard;
+                if let Some(open) = guard.open.as_mut() {
+                    open.abandoned = true;
+                    open.done.send_replace(Some(Err(ABANDONED.to_string())));
+                }
+            }
         }
     }
 }
@@ -573,6 +591,42 @@ pub(crate) fn expect_one(result: AnyQueryResult, what: impl FnOnce() -> String) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A transaction dropped where it cannot be undone (outside any runtime) is never
+    /// committed by a later group: the group it was in is rolled back as a whole.
+    #[test]
+    fn a_transaction_dropped_outside_the_runtime_is_not_committed_later() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("g.db").display());
+        let insert = |db: Db, id: i64| async move {
+            let mut tx = db.begin().await.unwrap();
+            sqlx::query("INSERT INTO t (id) VALUES ($1)")
+                .bind(id)
+                .execute(tx.conn())
+                .await
+                .unwrap();
+            tx
+        };
+        let (db, abandoned) = runtime.block_on(async {
+            let db = Db::connect(&url).await.unwrap();
+            sqlx::query("CREATE TABLE t (id BIGINT PRIMARY KEY)")
+                .execute(db.pool())
+                .await
+                .unwrap();
+            let tx = insert(db.clone(), 1).await;
+            (db, tx)
+        });
+        drop(abandoned); // outside `block_on`: no runtime here
+        let ids: Vec<i64> = runtime.block_on(async {
+            insert(db.clone(), 2).await.commit().await.unwrap();
+            sqlx::query_scalar("SELECT id FROM t ORDER BY id")
+                .fetch_all(db.pool())
+                .await
+                .unwrap()
+        });
+        assert_eq!(ids, [2]);
+    }
 
     /// A member leaves the COMMIT to a writer it saw queued; that writer never comes (it
     /// gave up waiting). The member finishes the group itself instead of waiting forever.
