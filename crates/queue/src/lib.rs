@@ -130,6 +130,13 @@ pub trait Job: Send + Sync + 'static {
     /// The operation `Type` this job runs.
     fn job_type(&self) -> &'static str;
     async fn run(&self, ctx: &JobContext) -> Result<(), JobError>;
+
+    /// Called once, with the lease still held, when a run failed with no retry left:
+    /// the job hands over what it leaves unfinished and says so where a person will see
+    /// it. Does nothing unless a job says otherwise.
+    async fn give_up(&self, _ctx: &JobContext, _error: &str) -> Result<(), JobError> {
+        Ok(())
+    }
 }
 
 /// The validated request an ensure-refunds operation carries (amounts in minor units).

@@ -222,16 +222,7 @@ async fn hand_over(db: &Db, w: &RefundWork, now: i64) -> Result<(), JobError> {
     sql::hand_over_reconciliation(
         tx.conn(),
         &w.id,
-        &NewProcessException {
-            id: &pe_id,
-            message: &message,
-            description: &description,
-            attached_to_id: &w.id,
-            order_summary_id: &w.order_summary_id,
-            operation_id: Some(&w.operation_id),
-            priority: "High",
-            now,
-        },
+        &NewProcessException::about_refund(w, &pe_id, &message, &description, now),
         now,
     )
     .await?;

@@ -172,23 +172,17 @@ impl EnsureRefundsJob {
                 format_amount(short_cm, &funds.currency),
                 format_amount(short_excess, &funds.currency)
             );
-            sql::insert_process_exception(
-                tx.conn(),
-                &NewProcessException {
-                    id: &pe_id,
-                    message: &message,
-                    description: &description,
-                    attached_to_id: req
-                        .credit_memo_id
-                        .as_deref()
-                        .unwrap_or(&req.order_summary_id),
-                    order_summary_id: &req.order_summary_id,
-                    operation_id: Some(op_id),
-                    priority: "High",
-                    now,
-                },
-            )
-            .await?;
+            let attached = req.credit_memo_id.as_deref();
+            let exception = NewProcessException::high(
+                &pe_id,
+                &message,
+                &description,
+                attached.unwrap_or(&req.order_summary_id),
+                &req.order_summary_id,
+                op_id,
+                now,
+            );
+            sql::insert_process_exception(tx.conn(), &exception).await?;
         }
         sql::mark_planned(tx.conn(), op_id, now).await?;
         tx.commit().await?;
@@ -269,6 +263,51 @@ impl Job for EnsureRefundsJob {
         for w in sql::drafts_of_operation(&ctx.db, &ctx.op.id).await? {
             self.drive(ctx, &w).await?;
         }
+        Ok(())
+    }
+
+    /// The operation failed for good. Its refunds still `Draft` keep their money reserved
+    /// and go to reconciliation: each is looked up with its provider by its idempotency
+    /// key, settled if the provider has it, and sent again with the same key if it never
+    /// arrived — the refund the caller asked for still happens, once. A process exception
+    /// on the order summary says what failed and what was handed over.
+    async fn give_up(&self, ctx: &JobContext, error: &str) -> Result<(), JobError> {
+        let op_id = ctx.op.id.as_str();
+        let order_id = serde_json::from_str::<EnsureRefunds>(&ctx.op.payload)
+            .map(|req| req.order_summary_id)
+            .unwrap_or_else(|_| ctx.op.parent_key.clone());
+        let drafts = sql::drafts_of_operation(&ctx.db, op_id).await?;
+        let now = now_ms();
+        let left: Vec<String> = drafts
+            .iter()
+            .map(|w| format!("{} ({})", w.id, format_amount(w.amount, &w.currency)))
+            .collect();
+        let error: String = error.chars().take(200).collect();
+        let message = format!("Background operation {op_id} failed: {error}");
+        let description = if left.is_empty() {
+            format!("Operation {op_id} failed after its retries and left no refund unfinished.")
+        } else {
+            format!(
+                "Operation {op_id} failed after its retries. Its unfinished refunds {} keep their money reserved \
+                 and are being looked up with their providers by idempotency key: each is settled if the \
+                 provider has it, or sent again with the same key if it never arrived.",
+                left.join(", ")
+            )
+        };
+        let pe_id = SfId::generate(ObjectType::ProcessException).into_string();
+        let mut tx = ctx.fenced().await?;
+        for w in &drafts {
+            sql::start_reconciliation(tx.conn(), &w.id, now, now).await?;
+        }
+        let exception =
+            NewProcessException::high(&pe_id, &message, &description, op_id, &order_id, op_id, now);
+        sql::insert_process_exception(tx.conn(), &exception).await?;
+        tx.commit().await?;
+        tracing::warn!(
+            operation = op_id,
+            unfinished = drafts.len(),
+            "operation failed for good; its unfinished refunds go to reconciliation"
+        );
         Ok(())
     }
 }

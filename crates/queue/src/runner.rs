@@ -170,11 +170,12 @@ impl Runner {
             db: self.db.clone(),
             op: op.clone(),
         };
+        let job_for_run = job.clone();
         let started = std::time::Instant::now();
         // In its own task, so that a panic in the job is this run's failure (retried as
         // any error is, up to RetryLimit) instead of a lost worker whose lease expires and
         // whose operation is rescued, to panic again, for ever.
-        let mut run = AbortOnDrop(tokio::spawn(async move { job.run(&ctx).await }));
+        let mut run = AbortOnDrop(tokio::spawn(async move { job_for_run.run(&ctx).await }));
         let result = match (&mut run.0).await {
             Ok(result) => result,
             Err(e) if e.is_panic() => Err(JobError::Failed(format!(
@@ -200,6 +201,15 @@ impl Runner {
                 let retry = (op.retry_count < op.retry_limit)
                     .then(|| retry_delay_ms(op.retry_count + 1, op.retry_backoff_ms));
                 tracing::error!(operation = %op.id, error = %e, retry_in_ms = ?retry, "operation failed");
+                if retry.is_none() {
+                    let ctx = JobContext {
+                        db: self.db.clone(),
+                        op: op.clone(),
+                    };
+                    if let Err(g) = job.give_up(&ctx, &e.to_string()).await {
+                        tracing::error!(operation = %op.id, error = %g, "could not hand over what the failed operation left");
+                    }
+                }
                 ops::fail(&self.db, &op.id, op.lease_token, &e.to_string(), retry, now).await
             }
         };

@@ -230,16 +230,7 @@ impl FailureReport {
     }
 
     fn exception<'a>(&'a self, w: &'a RefundWork, now: i64) -> NewProcessException<'a> {
-        NewProcessException {
-            id: &self.id,
-            message: &self.message,
-            description: &self.description,
-            attached_to_id: &w.id,
-            order_summary_id: &w.order_summary_id,
-            operation_id: Some(&w.operation_id),
-            priority: "High",
-            now,
-        }
+        NewProcessException::about_refund(w, &self.id, &self.message, &self.description, now)
     }
 }
 
@@ -434,16 +425,7 @@ pub async fn record_mismatched_notification(
     let answer = answer_of(outcome, "NoOp", 0);
     sql::finish_log(tx.conn(), &log_id, &w.summary_id, &answer, now).await?;
     if !sql::has_open_exception(tx.conn(), &w.id, &message).await? {
-        let exception = NewProcessException {
-            id: &pe_id,
-            message: &message,
-            description: &description,
-            attached_to_id: &w.id,
-            order_summary_id: &w.order_summary_id,
-            operation_id: Some(&w.operation_id),
-            priority: "High",
-            now,
-        };
+        let exception = NewProcessException::about_refund(w, &pe_id, &message, &description, now);
         sql::insert_process_exception(tx.conn(), &exception).await?;
     }
     tx.commit().await?;

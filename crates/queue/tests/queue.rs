@@ -520,8 +520,88 @@ async fn a_panicking_job_fails_its_run_and_retries_are_bounded(backend: Backend)
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
+/// Makes every insert into the gateway log fail (as a broken disk or a bug would), or
+/// stops doing so.
+async fn break_gateway_logs(app: &TestApp, broken: bool) {
+    let statements: &[&str] = match (app.db.backend(), broken) {
+        (refunds_store::Backend::Sqlite, true) => &[
+            "CREATE TRIGGER refuse_logs BEFORE INSERT ON payment_gateway_logs \
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+        ],
+        (refunds_store::Backend::Sqlite, false) => &["DROP TRIGGER refuse_logs"],
+        (refunds_store::Backend::Postgres, true) => &[
+            "CREATE FUNCTION refuse_logs() RETURNS trigger AS $$ \
+             BEGIN RAISE EXCEPTION 'injected failure'; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse_logs BEFORE INSERT ON payment_gateway_logs \
+             FOR EACH ROW EXECUTE FUNCTION refuse_logs()",
+        ],
+        (refunds_store::Backend::Postgres, false) => {
+            &["DROP TRIGGER refuse_logs ON payment_gateway_logs"]
+        }
+    };
+    for sql in statements {
+        sqlx::raw_sql(sql).execute(app.db.pool()).await.unwrap();
+    }
+}
+
+/// An operation that fails for good after planning leaves no refund stranded: its drafts
+/// keep their money reserved and go to reconciliation, a process exception says what
+/// failed, and the refund still happens once the cause is gone.
+async fn a_failed_operation_hands_its_drafts_to_reconciliation(backend: Backend) {
+    let config = refunds_queue::QueueConfig {
+        retry_limit: 0,
+        ..fast_config()
+    };
+    let Some(app) = TestApp::with_config(backend, config).await else {
+        return;
+    };
+    let order = app.order("USD", &["100.00"]).await;
+    let op = app
+        .ensure(&order, json!({"excessFundsAmount": 12.34}))
+        .await;
+    break_gateway_logs(&app, true).await;
+    assert_eq!(app.runner.run_once().await.unwrap(), 1);
+    let bo = app.record("BackgroundOperation", &op).await;
+    assert_eq!(bo["Status"], "Error", "{bo}");
+    let refunds = app.refunds_of(&op).await;
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(refunds[0]["Status"], "Draft");
+    let ops = app.record("OrderPaymentSummary", &order.summaries[0]).await;
+    assert_eq!(
+        ops["PendingRefundAmount"].to_string(),
+        "12.34",
+        "still reserved"
+    );
+    let exceptions = app.exceptions_of(&order.id).await;
+    assert_eq!(exceptions.len(), 1, "{exceptions:#?}");
+    let message = exceptions[0]["Message"].as_str().unwrap();
+    assert!(
+        message.contains(&op) && message.contains("injected failure"),
+        "{message}"
+    );
+    let description = exceptions[0]["Description"].as_str().unwrap();
+    let refund_id = refunds[0]["Id"].as_str().unwrap();
+    assert!(description.contains(refund_id), "{description}");
+    assert_eq!(exceptions[0]["Priority"], "High");
+
+    // The cause goes away; reconciliation finds the refund never reached the provider and
+    // sends it, with its key: refunded once.
+    break_gateway_logs(&app, false).await;
+    app.settle().await;
+    let refund = app.record("Refund", refund_id).await;
+    assert_eq!(refund["Status"], "Processed", "{refund}");
+    let ops = app.record("OrderPaymentSummary", &order.summaries[0]).await;
+    assert_eq!(ops["RefundedAmount"].to_string(), "12.34");
+    assert_eq!(ops["PendingRefundAmount"].to_string(), "0.00");
+    assert_eq!(
+        app.record("BackgroundOperation", &op).await["Status"],
+        "Error"
+    );
+}
+
 backend_tests!(
     a_panicking_job_fails_its_run_and_retries_are_bounded,
+    a_failed_operation_hands_its_drafts_to_reconciliation,
     two_workers_never_run_the_same_operation,
     operations_of_one_order_run_one_at_a_time_in_order,
     operations_of_different_orders_run_together,

@@ -830,6 +830,50 @@ pub struct NewProcessException<'a> {
     pub now: i64,
 }
 
+impl<'a> NewProcessException<'a> {
+    /// A High-priority exception about `attached_to_id` on an order summary, raised while
+    /// running `operation_id`.
+    pub fn high(
+        id: &'a str,
+        message: &'a str,
+        description: &'a str,
+        attached_to_id: &'a str,
+        order_summary_id: &'a str,
+        operation_id: &'a str,
+        now: i64,
+    ) -> NewProcessException<'a> {
+        NewProcessException {
+            id,
+            message,
+            description,
+            attached_to_id,
+            order_summary_id,
+            operation_id: Some(operation_id),
+            priority: "High",
+            now,
+        }
+    }
+
+    /// A High-priority exception about refund `w`, on its order summary and operation.
+    pub fn about_refund(
+        w: &'a RefundWork,
+        id: &'a str,
+        message: &'a str,
+        description: &'a str,
+        now: i64,
+    ) -> NewProcessException<'a> {
+        NewProcessException::high(
+            id,
+            message,
+            description,
+            &w.id,
+            &w.order_summary_id,
+            &w.operation_id,
+            now,
+        )
+    }
+}
+
 /// Raises an `OM Refund Failed` process exception and counts it on the order summary.
 pub async fn insert_process_exception(
     conn: &mut AnyConnection,
