@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use reconcile::reconcile_due;
 pub use refund_job::EnsureRefundsJob;
-pub use runner::Runner;
+pub use runner::{Runner, MAX_RESCUES};
 pub use settle::{notification_mismatch, record_mismatched_notification, settle_notification};
 
 /// The `Type` of ensure-refunds background operations.

@@ -11,6 +11,10 @@ use tokio::task::JoinSet;
 
 use crate::{ms, reconcile, retry_delay_ms, Job, JobContext, JobError, QueueConfig};
 
+/// Rescues (takeovers after a worker stopped renewing its lease) an operation may have
+/// before it is given up as failed.
+pub const MAX_RESCUES: i64 = 5;
+
 /// Runs background operations for one process.
 #[derive(Clone)]
 pub struct Runner {
@@ -159,6 +163,18 @@ impl Runner {
             .await;
             return;
         };
+        // A run that keeps stopping its worker (killed, out of memory, aborted: anything a
+        // panic check cannot catch) would be rescued for ever, holding up its order.
+        if op.rescues > MAX_RESCUES {
+            let error = format!(
+                "its worker stopped {} times while running it; it is not run again",
+                op.rescues
+            );
+            if let Err(e) = self.fail(&*job, &op, &error, None).await {
+                tracing::warn!(operation = %op.id, error = %e, "could not record the end of the operation");
+            }
+            return;
+        }
         // Aborted when this run ends in any way (also if its task is cancelled or panics),
         // so a dead run stops renewing its lease and gets rescued.
         let heartbeat = AbortOnDrop(tokio::spawn(heartbeat(
@@ -200,22 +216,34 @@ impl Runner {
             Err(e) => {
                 let retry = (op.retry_count < op.retry_limit)
                     .then(|| retry_delay_ms(op.retry_count + 1, op.retry_backoff_ms));
-                tracing::error!(operation = %op.id, error = %e, retry_in_ms = ?retry, "operation failed");
-                if retry.is_none() {
-                    let ctx = JobContext {
-                        db: self.db.clone(),
-                        op: op.clone(),
-                    };
-                    if let Err(g) = job.give_up(&ctx, &e.to_string()).await {
-                        tracing::error!(operation = %op.id, error = %g, "could not hand over what the failed operation left");
-                    }
-                }
-                ops::fail(&self.db, &op.id, op.lease_token, &e.to_string(), retry, now).await
+                self.fail(&*job, &op, &e.to_string(), retry).await
             }
         };
         if let Err(e) = finished {
             tracing::warn!(operation = %op.id, error = %e, "could not record the end of the operation");
         }
+    }
+
+    /// Ends a failed run: a retry later, or (none left) the job hands over what it leaves
+    /// unfinished and the operation stays `Error`.
+    async fn fail(
+        &self,
+        job: &dyn Job,
+        op: &Claimed,
+        error: &str,
+        retry: Option<i64>,
+    ) -> Result<(), refunds_store::StoreError> {
+        tracing::error!(operation = %op.id, error, retry_in_ms = ?retry, "operation failed");
+        if retry.is_none() {
+            let ctx = JobContext {
+                db: self.db.clone(),
+                op: op.clone(),
+            };
+            if let Err(g) = job.give_up(&ctx, error).await {
+                tracing::error!(operation = %op.id, error = %g, "could not hand over what the failed operation left");
+            }
+        }
+        ops::fail(&self.db, &op.id, op.lease_token, error, retry, now_ms()).await
     }
 }
 

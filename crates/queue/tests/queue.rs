@@ -105,6 +105,17 @@ async fn enqueue(db: &Db, ty: &str, parent: &str, retry_limit: i64) -> String {
     id
 }
 
+/// A runner with one job type of the test's own.
+fn runner_for(db: &Db, config: refunds_queue::QueueConfig, job: impl Job) -> Runner {
+    let mut runner = Runner::new(
+        db.clone(),
+        config,
+        Registry::new(SimulatorConfig::default()),
+    );
+    runner.register(Arc::new(job));
+    runner
+}
+
 async fn status(db: &Db, id: &str) -> (String, i64) {
     sqlx::query_as::<_, (String, i64)>(
         "SELECT status, retry_count FROM background_operations WHERE id = $1",
@@ -290,12 +301,7 @@ async fn error_retries_follow_the_backoff_then_stay_error(backend: Backend) {
         return;
     };
     let runs = Arc::new(AtomicUsize::new(0));
-    let mut runner = Runner::new(
-        t.db.clone(),
-        fast_config(),
-        Registry::new(SimulatorConfig::default()),
-    );
-    runner.register(Arc::new(AlwaysFails(runs.clone())));
+    let runner = runner_for(&t.db, fast_config(), AlwaysFails(runs.clone()));
     let op = enqueue(&t.db, "AlwaysFails", "order-1", 3).await;
     let mut delays = Vec::new();
     for round in 1..=4 {
@@ -492,12 +498,7 @@ async fn a_panicking_job_fails_its_run_and_retries_are_bounded(backend: Backend)
         lease: Duration::from_millis(300),
         ..fast_config()
     };
-    let mut runner = Runner::new(
-        t.db.clone(),
-        config.clone(),
-        Registry::new(SimulatorConfig::default()),
-    );
-    runner.register(Arc::new(Panics(runs.clone())));
+    let runner = runner_for(&t.db, config.clone(), Panics(runs.clone()));
     let op = enqueue(&t.db, "Panics", "order-1", 1).await;
     for round in 1..=2 {
         assert_eq!(runner.run_once().await.unwrap(), 1, "round {round} runs");
@@ -666,4 +667,56 @@ impl Job for Counting {
     }
 }
 
-backend_tests!(an_idle_worker_is_woken_by_an_enqueue);
+/// Takes `op` as a worker that dies at once (a 1 ms lease, never renewed), `times` times.
+async fn die_running(db: &Db, times: i64) {
+    for _ in 0..times {
+        let claimed = ops::claim(db, "doomed", "local", 1, 1, now_ms())
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// An operation whose worker keeps stopping mid-run (killed, out of memory: nothing a
+/// panic check catches) is rescued up to MAX_RESCUES times, then given up instead of
+/// holding up its order for ever.
+async fn an_operation_that_keeps_stopping_its_worker_is_given_up(backend: Backend) {
+    let Some(t) = TestDb::new(backend).await else {
+        return;
+    };
+    let runs = Arc::new(AtomicUsize::new(0));
+    let runner = runner_for(&t.db, fast_config(), Counting(runs.clone()));
+
+    // Its worker died MAX_RESCUES times: the last rescue still runs it.
+    let op = enqueue(&t.db, "Counting", "order-1", 3).await;
+    die_running(&t.db, refunds_queue::MAX_RESCUES).await;
+    assert_eq!(runner.run_once().await.unwrap(), 1);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(status(&t.db, &op).await.0, "Complete");
+
+    // One death more: given up, not run, no retry; the order's next operation runs.
+    let op = enqueue(&t.db, "Counting", "order-2", 3).await;
+    die_running(&t.db, refunds_queue::MAX_RESCUES + 1).await;
+    let next = enqueue(&t.db, "Counting", "order-2", 3).await;
+    assert_eq!(runner.run_once().await.unwrap(), 1);
+    let (state, scheduled, error): (String, i64, Option<String>) = sqlx::query_as(
+        "SELECT status, retry_scheduled, error FROM background_operations WHERE id = $1",
+    )
+    .bind(&op)
+    .fetch_one(t.db.pool())
+    .await
+    .unwrap();
+    assert_eq!((state.as_str(), scheduled), ("Error", 0));
+    let error = error.unwrap_or_default();
+    assert!(error.contains("stopped 6 times"), "{error}");
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "not run again");
+    assert_eq!(runner.run_once().await.unwrap(), 1);
+    assert_eq!(status(&t.db, &next).await.0, "Complete");
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+backend_tests!(
+    an_idle_worker_is_woken_by_an_enqueue,
+    an_operation_that_keeps_stopping_its_worker_is_given_up
+);

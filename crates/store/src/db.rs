@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0002_gateway_settings.sql"),
     ),
     (3, "auth", include_str!("../migrations/0003_auth.sql")),
+    (4, "rescues", include_str!("../migrations/0004_rescues.sql")),
 ];
 
 /// A pooled handle to the database, cheap to clone.

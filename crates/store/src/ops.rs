@@ -38,6 +38,8 @@ pub struct Claimed {
     pub retry_count: i64,
     pub retry_limit: i64,
     pub retry_backoff_ms: i64,
+    /// Times this operation was taken over from a worker that stopped renewing its lease.
+    pub rescues: i64,
 }
 
 const INSERT_OPERATION: &str = "INSERT INTO background_operations (id, name, type, status, parent_key, \
@@ -85,14 +87,16 @@ const CANDIDATES: &str = "FROM background_operations c \
 
 const CLAIM_SET: &str = "SET status = 'Running', lease_owner = $3, lease_token = lease_token + 1, \
     lease_expires_at = $1 + $4, started_at = $1, worker_uri = $5, last_modified_date = $1, \
-    retry_scheduled = 0, retry_count = CASE WHEN status = 'Error' THEN retry_count + 1 ELSE retry_count END";
+    retry_scheduled = 0, retry_count = CASE WHEN status = 'Error' THEN retry_count + 1 ELSE retry_count END, \
+    rescue_count = CASE WHEN status = 'Running' THEN rescue_count + 1 ELSE rescue_count END";
 
 const CLAIM_RETURNING: &str =
-    "RETURNING id, type, parent_key, payload, lease_token, retry_count, retry_limit, retry_backoff";
+    "RETURNING id, type, parent_key, payload, lease_token, retry_count, retry_limit, retry_backoff, \
+    rescue_count";
 /// PostgreSQL's form joins `picked`, whose `id` would be ambiguous.
 const CLAIM_RETURNING_QUALIFIED: &str =
     "RETURNING background_operations.id, type, parent_key, payload, lease_token, \
-    retry_count, retry_limit, retry_backoff";
+    retry_count, retry_limit, retry_backoff, rescue_count";
 
 /// Claims up to `limit` runnable operations (new, due for retry, or whose lease expired)
 /// for `worker`, leasing each for `lease_ms`.
@@ -136,6 +140,7 @@ pub async fn claim(
                 retry_count: r.try_get(5)?,
                 retry_limit: r.try_get(6)?,
                 retry_backoff_ms: r.try_get(7)?,
+                rescues: r.try_get(8)?,
             })
         })
         .collect()
