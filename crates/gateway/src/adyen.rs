@@ -167,7 +167,11 @@ pub mod wire {
             };
         }
         let error = serde_json::from_str::<ErrorBody>(body).ok();
+        let code = error.as_ref().and_then(|e| e.error_code.as_deref());
         let sf = match status {
+            // 704: a request with this idempotency key is already processed or still in
+            // progress. What it did is unknown here: keep the money reserved, look it up.
+            _ if code == Some(super::IDEMPOTENCY_IN_USE) => SfResultCode::Indeterminate,
             429 => SfResultCode::SystemError,
             500..=599 => SfResultCode::Indeterminate,
             401 | 403 => SfResultCode::PermanentFail,
@@ -188,6 +192,9 @@ pub mod wire {
         }
     }
 }
+
+/// Adyen's error code for an idempotency key whose request is done or still running.
+const IDEMPOTENCY_IN_USE: &str = "704";
 
 /// One item of a standard Adyen notification.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -369,6 +376,15 @@ mod tests {
         assert_eq!(
             wire::refund_answer(422, r#"{"errorCode":"137","message":"Invalid amount"}"#).code,
             SfResultCode::ValidationError
+        );
+        assert_eq!(
+            wire::refund_answer(
+                422,
+                r#"{"errorCode":"704","message":"request already processed or in progress"}"#
+            )
+            .code,
+            SfResultCode::Indeterminate,
+            "the key's first request may have refunded"
         );
         assert_eq!(
             wire::refund_answer(401, "").code,

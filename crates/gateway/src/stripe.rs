@@ -285,11 +285,15 @@ pub mod wire {
         let sf = match (status, kind) {
             (429, _) | (_, "rate_limit_error") => SfResultCode::SystemError,
             (500..=599, _) | (_, "api_error") => SfResultCode::Indeterminate,
+            // The key is in use by a request still running, or was first used with other
+            // parameters: what became of the first request is unknown, so the money stays
+            // reserved and the refund is looked up — never released as failed.
+            (409, _) | (_, "idempotency_error") => SfResultCode::Indeterminate,
+            _ if code == Some("idempotency_key_in_use") => SfResultCode::Indeterminate,
             _ if code.is_some_and(|c| REVIEW_CODES.contains(&c)) => SfResultCode::RequiresReview,
             _ if code.is_some_and(|c| PERMANENT_CODES.contains(&c)) => SfResultCode::PermanentFail,
             (402, _) | (_, "card_error") => SfResultCode::Decline,
-            (401 | 403, _)
-            | (_, "authentication_error" | "permission_error" | "idempotency_error") => {
+            (401 | 403, _) | (_, "authentication_error" | "permission_error") => {
                 SfResultCode::PermanentFail
             }
             (400..=499, _) => SfResultCode::ValidationError,

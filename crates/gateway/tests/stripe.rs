@@ -466,6 +466,29 @@ async fn error_answers_map_to_result_codes() {
             gateway_code: "api_error",
             message: "An unknown error occurred",
         },
+        // The key's first request may have refunded: unknown, never a failure.
+        Case {
+            status: 400,
+            body: stripe_error(
+                "idempotency_error",
+                None,
+                "Keys for idempotent requests can only be used with the same parameters they were first used with.",
+            ),
+            code: SfResultCode::Indeterminate,
+            gateway_code: "idempotency_error",
+            message: "Keys for idempotent requests can only be used with the same parameters they were first used with.",
+        },
+        Case {
+            status: 409,
+            body: stripe_error(
+                "invalid_request_error",
+                Some("idempotency_key_in_use"),
+                "There is currently another in-progress request using this Idempotent Key.",
+            ),
+            code: SfResultCode::Indeterminate,
+            gateway_code: "idempotency_key_in_use",
+            message: "There is currently another in-progress request using this Idempotent Key.",
+        },
     ];
     for case in cases {
         let server = answer_once(case.status, case.body.clone()).await;
