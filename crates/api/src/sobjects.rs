@@ -428,7 +428,7 @@ pub async fn update(
     let Path((version, ty, id)) = path?;
     ApiVersion::parse(&version)?;
     let ty = object_type(&ty)?;
-    if ty != ObjectType::ProcessException {
+    if ty != ObjectType::ProcessException && ty != ObjectType::Refund {
         return Err(ApiError::bad_request(
             "INVALID_TYPE",
             format!("Records of type {ty} cannot be updated through this API"),
@@ -441,7 +441,7 @@ pub async fn update(
         if !key.eq_ignore_ascii_case("Status") {
             return Err(ApiError::bad_request(
                 "INVALID_FIELD",
-                format!("Only Status of a ProcessException can be updated, not '{key}'"),
+                format!("Only Status of a {ty} can be updated, not '{key}'"),
             )
             .field(key));
         }
@@ -461,11 +461,45 @@ pub async fn update(
         )
         .field("Status"));
     };
+    if ty == ObjectType::Refund {
+        return settle_by_hand(&state, id.as_str(), &status).await;
+    }
     let mut tx = state.db.begin().await?;
     if !records::set_process_exception_status(tx.conn(), id.as_str(), &status, now_ms()).await? {
         return Err(ApiError::not_found());
     }
     tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `PATCH` of a Refund's Status: a person settles a refund that was handed to them (or
+/// is `Pending`) after checking the provider: `Processed` (it was refunded) or
+/// `Canceled` (it was not). Anything else is refused and changes nothing.
+async fn settle_by_hand(state: &AppState, id: &str, status: &str) -> Result<Response, ApiError> {
+    let refunded = match status.to_ascii_lowercase().as_str() {
+        "processed" => true,
+        "canceled" => false,
+        _ => {
+            return Err(ApiError::bad_request(
+                "INVALID_INPUT",
+                format!("A refund is settled by hand as Processed or Canceled, not {status}"),
+            )
+            .field("Status"))
+        }
+    };
+    let work = refunds_store::refunds::find_refund_work(&state.db, id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let refused = |why: String| ApiError::bad_request("INVALID_INPUT", why).field("Status");
+    if let Some(why) = refunds_queue::by_hand_refused(&work) {
+        return Err(refused(why));
+    }
+    let settled = refunds_queue::settle_by_hand(&state.db, &work, refunded)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    if !settled {
+        return Err(refused(format!("Refund {id} was settled meanwhile")));
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

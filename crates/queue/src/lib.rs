@@ -26,7 +26,10 @@ use serde::{Deserialize, Serialize};
 pub use reconcile::reconcile_due;
 pub use refund_job::EnsureRefundsJob;
 pub use runner::{Runner, MAX_RESCUES};
-pub use settle::{notification_mismatch, record_mismatched_notification, settle_notification};
+pub use settle::{
+    by_hand_refused, notification_mismatch, record_mismatched_notification, settle_by_hand,
+    settle_notification,
+};
 
 /// The `Type` of ensure-refunds background operations.
 pub const ENSURE_REFUNDS: &str = "EnsureRefunds";

@@ -215,7 +215,7 @@ async fn hand_over(db: &Db, w: &RefundWork, now: i64) -> Result<(), JobError> {
     );
     let description = format!(
         "The provider could not confirm refund {} after {} lookups. Check the provider's dashboard for \
-         idempotency key {} and settle the refund by hand.",
+         idempotency key {} and settle the refund by hand: set its Status to Processed (refunded) or Canceled (not).",
         w.id, w.lookups, w.id
     );
     let mut tx = db.begin().await?;

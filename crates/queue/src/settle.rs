@@ -114,6 +114,38 @@ pub(crate) async fn start_call(
     Ok(log_id)
 }
 
+/// The log row of an answer that does not come from a call of ours (a notification, or
+/// a person's settlement), before the answer is written into it.
+fn answer_row<'a>(
+    w: &'a RefundWork,
+    log_id: &'a str,
+    is_notification: bool,
+    now: i64,
+) -> NewLog<'a> {
+    NewLog {
+        id: log_id,
+        interaction_type: Interaction::ReferencedRefund.as_str(),
+        interaction_status: "Initiated",
+        sf_ref_number: &w.id,
+        request: None,
+        refund_id: &w.id,
+        summary_id: &w.summary_id,
+        gateway_id: &w.gateway_id,
+        is_notification,
+        currency: &w.currency,
+        now,
+    }
+}
+
+/// Resolves the refund's hand-over exception, if any, with `note` (see
+/// [`sql::resolve_hand_over`]); answers how many it resolved.
+async fn close_hand_over(db: &Db, w: &RefundWork, note: &str) -> Result<usize, JobError> {
+    let mut tx = db.begin().await?;
+    let resolved = sql::resolve_hand_over(tx.conn(), &w.id, note, now_ms()).await?;
+    tx.commit().await?;
+    Ok(resolved)
+}
+
 /// What to do with an answer besides logging it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Then {
@@ -302,23 +334,7 @@ pub async fn settle_notification(
 ) -> Result<bool, JobError> {
     let log_id = SfId::generate(ObjectType::PaymentGatewayLog).into_string();
     let mut tx = db.begin().await?;
-    sql::insert_log(
-        tx.conn(),
-        &NewLog {
-            id: &log_id,
-            interaction_type: Interaction::ReferencedRefund.as_str(),
-            interaction_status: "Initiated",
-            sf_ref_number: &w.id,
-            request: None,
-            refund_id: &w.id,
-            summary_id: &w.summary_id,
-            gateway_id: &w.gateway_id,
-            is_notification: true,
-            currency: &w.currency,
-            now: now_ms(),
-        },
-    )
-    .await?;
+    sql::insert_log(tx.conn(), &answer_row(w, &log_id, true, now_ms())).await?;
     tx.commit().await?;
     // A `Draft` refund has no recorded answer yet (the call's answer was lost, or is still
     // on its way): the notification is that answer. Logging it only would leave the refund
@@ -346,10 +362,7 @@ pub async fn settle_notification(
              nothing is left to do by hand.",
             if success { "refunded" } else { "not refunded" }
         );
-        let mut tx = db.begin().await?;
-        let resolved = sql::resolve_hand_over(tx.conn(), &w.id, &note, now_ms()).await?;
-        tx.commit().await?;
-        if resolved > 0 {
+        if close_hand_over(db, w, &note).await? > 0 {
             tracing::info!(refund = %w.id, "a notification settled a handed-over refund; its exception is resolved");
         }
     }
@@ -405,23 +418,7 @@ pub async fn record_mismatched_notification(
         outcome.gateway_ref.as_deref().unwrap_or(&w.id)
     );
     let mut tx = db.begin().await?;
-    sql::insert_log(
-        tx.conn(),
-        &NewLog {
-            id: &log_id,
-            interaction_type: Interaction::ReferencedRefund.as_str(),
-            interaction_status: "Initiated",
-            sf_ref_number: &w.id,
-            request: None,
-            refund_id: &w.id,
-            summary_id: &w.summary_id,
-            gateway_id: &w.gateway_id,
-            is_notification: true,
-            currency: &w.currency,
-            now,
-        },
-    )
-    .await?;
+    sql::insert_log(tx.conn(), &answer_row(w, &log_id, true, now)).await?;
     let answer = answer_of(outcome, "NoOp", 0);
     sql::finish_log(tx.conn(), &log_id, &w.summary_id, &answer, now).await?;
     if !sql::has_open_exception(tx.conn(), &w.id, &message).await? {
@@ -431,4 +428,63 @@ pub async fn record_mismatched_notification(
     tx.commit().await?;
     tracing::warn!(refund = %w.id, why, "a notification does not match its refund: handed to a person");
     Ok(())
+}
+
+/// Why a refund cannot be settled by hand; `None` when it can: it was handed to a person
+/// (`Draft`, reconciliation gave up), or it is `Pending` (accepted, awaiting the provider's
+/// word). A `Draft` still being worked on — called right now, or being looked up — is not:
+/// a person's answer could cross the provider's.
+pub fn by_hand_refused(w: &RefundWork) -> Option<String> {
+    match (w.status.as_str(), w.reconcile_state.as_str()) {
+        ("Draft", "manual") | ("Pending", _) => None,
+        ("Draft", _) => Some(format!(
+            "Refund {} is still being worked on (its provider call or lookup is not finished); \
+             it can be settled by hand once it is handed to a person",
+            w.id
+        )),
+        (status, _) => Some(format!("Refund {} is already {status}", w.id)),
+    }
+}
+
+/// A person's settlement of a refund (see [`by_hand_refused`]): `refunded` moves its
+/// reserved money to refunded, otherwise the money is released (and the credit memo
+/// restored). Logged like a provider's answer (result code `manual`); a hand-over
+/// exception on the refund is resolved. False if the refund was settled meanwhile.
+pub async fn settle_by_hand(db: &Db, w: &RefundWork, refunded: bool) -> Result<bool, JobError> {
+    let now = now_ms();
+    let log_id = SfId::generate(ObjectType::PaymentGatewayLog).into_string();
+    let mut tx = db.begin().await?;
+    sql::insert_log(tx.conn(), &answer_row(w, &log_id, false, now)).await?;
+    tx.commit().await?;
+    let outcome = Outcome {
+        gateway_result_code: Some("manual".to_string()),
+        gateway_date_ms: Some(now),
+        ..Outcome::bare(
+            if refunded {
+                SfResultCode::Success
+            } else {
+                SfResultCode::PermanentFail
+            },
+            if refunded {
+                "Settled by hand: the provider refunded it"
+            } else {
+                "Settled by hand: the provider did not refund it"
+            },
+        )
+    };
+    let settled = if w.status == "Draft" {
+        let then = Then::Settle { poll_at: None };
+        finish_call(db, None, w, &log_id, &outcome, false, 0, then).await?
+    } else {
+        finish_pending(db, w, &log_id, &outcome, refunded, 0).await?
+    };
+    if settled {
+        let note = format!(
+            " Settled by hand as {} (gateway log {log_id}).",
+            if refunded { "refunded" } else { "not refunded" }
+        );
+        close_hand_over(db, w, &note).await?;
+        tracing::info!(refund = %w.id, refunded, "refund settled by hand");
+    }
+    Ok(settled)
 }

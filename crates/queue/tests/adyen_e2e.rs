@@ -16,7 +16,7 @@ use axum::routing::post;
 use axum::Router;
 use refunds_gateway::adyen::NotificationItem;
 use refunds_queue::{reconcile_due, QueueConfig};
-use refunds_testkit::{backend_tests, fast_config, Backend, Order, TestApp};
+use refunds_testkit::{backend_tests, fast_config, Backend, Order, TestApp, V};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -834,20 +834,10 @@ async fn a_notification_that_does_not_match_is_handed_to_a_person(backend: Backe
 /// A refund handed to a person (its outcome stayed unknown) and then settled by Adyen's
 /// notification: the person's task is resolved, saying how, so nobody settles it twice.
 async fn a_notification_resolves_the_hand_over_of_its_refund(backend: Backend) {
-    let config = QueueConfig {
-        reconcile_delay: Duration::from_millis(1),
-        reconcile_give_up: Duration::ZERO,
-        ..fast_config()
-    };
-    let Some(p) = draft_refund(backend, "HANDOVER", config).await else {
+    let Some((p, _)) = handed_over(backend, "HANDOVER").await else {
         return;
     };
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    reconcile_due(&p.app.db, &p.app.config, &p.app.registry)
-        .await
-        .unwrap();
     let exceptions = p.app.exceptions_of(&p.order.id).await;
-    assert_eq!(exceptions.len(), 1, "{exceptions:#?}");
     let message = exceptions[0]["Message"].as_str().unwrap().to_string();
     assert!(message.contains("is unknown"), "{message}");
     let order = p.app.record("OrderSummary", &p.order.id).await;
@@ -870,7 +860,110 @@ async fn a_notification_resolves_the_hand_over_of_its_refund(backend: Backend) {
     assert_eq!(order["ActiveProcessExceptionCount"], 0);
 }
 
+/// PATCHes a refund's Status; answers the HTTP status and body.
+async fn patch_refund(p: &Pending, body: Value) -> (StatusCode, Value) {
+    let path = format!("{V}/sobjects/Refund/{}", p.refund_id);
+    p.app
+        .call(Method::PATCH, &path, Some(&body.to_string()), &[])
+        .await
+}
+
+/// A refund whose outcome stayed unknown, handed to a person: a lookup at once that gives
+/// up at once. Answers it with the hand-over exception's id.
+async fn handed_over(backend: Backend, tag: &str) -> Option<(Pending, String)> {
+    let config = QueueConfig {
+        reconcile_delay: Duration::from_millis(1),
+        reconcile_give_up: Duration::ZERO,
+        ..fast_config()
+    };
+    let p = draft_refund(backend, tag, config).await?;
+    // Still being worked on (its lookup is due): nobody may settle it by hand yet.
+    let (status, body) = patch_refund(&p, json!({"Status": "Processed"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body[0]["errorCode"], "INVALID_INPUT", "{body}");
+    assert_eq!(p.refund().await["Status"], "Draft");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    reconcile_due(&p.app.db, &p.app.config, &p.app.registry)
+        .await
+        .unwrap();
+    let exceptions = p.app.exceptions_of(&p.order.id).await;
+    assert_eq!(exceptions.len(), 1, "{exceptions:#?}");
+    let pe = exceptions[0]["Id"].as_str().unwrap().to_string();
+    Some((p, pe))
+}
+
+/// A person who checked Adyen settles the handed-over refund as refunded: the money moves
+/// to refunded, the hand-over exception is resolved; settling it again is refused.
+async fn a_person_settles_a_handed_over_refund_as_refunded(backend: Backend) {
+    let Some((p, pe)) = handed_over(backend, "BYHANDOK").await else {
+        return;
+    };
+    for (body, code) in [
+        (json!({"Status": "Pending"}), "INVALID_INPUT"),
+        (json!({"Status": "Processed", "Amount": 1}), "INVALID_FIELD"),
+        (json!({}), "REQUIRED_FIELD_MISSING"),
+    ] {
+        let (status, answer) = patch_refund(&p, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert_eq!(answer[0]["errorCode"], code, "{answer}");
+    }
+    p.assert_money("0.00", "12.34", "87.66").await;
+
+    let (status, body) = patch_refund(&p, json!({"Status": "Processed"})).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let refund = p.refund().await;
+    assert_eq!(refund["Status"], "Processed", "{refund}");
+    assert_eq!(refund["GatewayResultCode"], "manual", "{refund}");
+    p.assert_money("12.34", "0.00", "87.66").await;
+    assert_eq!(p.lines().await, 1);
+    let exception = p.app.record("ProcessException", &pe).await;
+    assert_eq!(exception["Status"], "Resolved");
+    assert!(exception["Description"]
+        .as_str()
+        .unwrap()
+        .contains("Settled by hand as refunded"));
+    assert_eq!(
+        p.app.exceptions_of(&p.order.id).await.len(),
+        1,
+        "no new exception"
+    );
+    let order = p.app.record("OrderSummary", &p.order.id).await;
+    assert_eq!(order["ActiveProcessExceptionCount"], 0);
+    let logs = p.logs().await;
+    assert!(
+        logs.iter().any(|l| l["GatewayResultCode"] == "manual"),
+        "{logs:#?}"
+    );
+
+    let (status, body) = patch_refund(&p, json!({"Status": "Canceled"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already Processed"),
+        "{body}"
+    );
+    p.assert_money("12.34", "0.00", "87.66").await;
+}
+
+/// ...or as not refunded: the reservation is released and the refund Canceled.
+async fn a_person_settles_a_handed_over_refund_as_not_refunded(backend: Backend) {
+    let Some((p, pe)) = handed_over(backend, "BYHANDNO").await else {
+        return;
+    };
+    let (status, body) = patch_refund(&p, json!({"status": "canceled"})).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(p.refund().await["Status"], "Canceled");
+    p.assert_money("0.00", "0.00", "100.00").await;
+    assert_eq!(p.lines().await, 0);
+    let exception = p.app.record("ProcessException", &pe).await;
+    assert_eq!(exception["Status"], "Resolved");
+}
+
 backend_tests!(
+    a_person_settles_a_handed_over_refund_as_refunded,
+    a_person_settles_a_handed_over_refund_as_not_refunded,
     a_notification_resolves_the_hand_over_of_its_refund,
     a_notification_that_does_not_match_is_handed_to_a_person,
     refund_notification_while_draft_settles_it,

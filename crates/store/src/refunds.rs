@@ -330,13 +330,16 @@ pub struct RefundWork {
     pub connect_timeout_ms: Option<i64>,
     pub result_code_mapping: Option<String>,
     pub webhook_hmac_key_env: Option<String>,
+    /// `none`, `pending` (an unknown outcome being looked up), `settling` (polled until
+    /// settled) or `manual` (handed to a person).
+    pub reconcile_state: String,
 }
 
 const WORK_SELECT: &str = "SELECT r.id, r.background_operation_id, r.leg, s.order_summary_id, r.order_payment_summary_id, \
     r.payment_id, r.payment_gateway_id, r.amount, r.credit_memo_id, r.credit_memo_amount, r.status, r.currency_iso_code, \
     r.attempts, r.lookups, r.reconcile_since, p.gateway_ref_number, g.provider_type, g.status, g.base_url, \
     g.merchant_credential_env, g.merchant_account, g.timeout_ms, g.connect_timeout_ms, g.result_code_mapping, \
-    g.webhook_hmac_key_env \
+    g.webhook_hmac_key_env, r.reconcile_state \
     FROM refunds r JOIN order_payment_summaries s ON s.id = r.order_payment_summary_id \
     JOIN payments p ON p.id = r.payment_id JOIN payment_gateways g ON g.id = r.payment_gateway_id";
 
@@ -367,6 +370,7 @@ fn work_from_row(r: &AnyRow) -> Result<RefundWork> {
         connect_timeout_ms: r.try_get(22)?,
         result_code_mapping: r.try_get(23)?,
         webhook_hmac_key_env: r.try_get(24)?,
+        reconcile_state: r.try_get(25)?,
     })
 }
 
