@@ -137,6 +137,22 @@ fn answer_row<'a>(
     }
 }
 
+/// Raises a High exception about refund `w`, unless the same one is still open.
+async fn raise_once(
+    tx: &mut Tx,
+    w: &RefundWork,
+    message: &str,
+    description: &str,
+    now: i64,
+) -> Result<(), JobError> {
+    if !sql::has_open_exception(tx.conn(), &w.id, message).await? {
+        let pe_id = SfId::generate(ObjectType::ProcessException).into_string();
+        let exception = NewProcessException::about_refund(w, &pe_id, message, description, now);
+        sql::insert_process_exception(tx.conn(), &exception).await?;
+    }
+    Ok(())
+}
+
 /// Resolves the refund's hand-over exception, if any, with `note` (see
 /// [`sql::resolve_hand_over`]); answers how many it resolved.
 async fn close_hand_over(db: &Db, w: &RefundWork, note: &str) -> Result<usize, JobError> {
@@ -353,7 +369,7 @@ pub async fn settle_notification(
         settled = finish_pending(db, w, &log_id, outcome, success, 0).await?;
     }
     if !settled {
-        tracing::info!(refund = %w.id, "notification for a refund that is not pending: logged only");
+        contradicted(db, w, success, &log_id).await?;
     } else if w.status == "Draft" {
         // It may have been handed to a person when its outcome stayed unknown: that task is
         // done now, and doing it by hand as well could pay the refund twice.
@@ -367,6 +383,45 @@ pub async fn settle_notification(
         }
     }
     Ok(settled)
+}
+
+/// A notification about a refund already settled here: a repeat changes nothing; one that
+/// says the opposite of how the refund ended (refunded, but the money was released here;
+/// or not refunded, but counted as refunded) is raised for a person.
+async fn contradicted(
+    db: &Db,
+    w: &RefundWork,
+    refunded: bool,
+    log_id: &str,
+) -> Result<(), JobError> {
+    let Some(now) = sql::find_refund_work(db, &w.id).await? else {
+        return Ok(());
+    };
+    let released = matches!(now.status.as_str(), "Canceled" | "Failed");
+    let counted = now.status == "Processed";
+    if !(refunded && released || !refunded && counted) {
+        tracing::info!(refund = %w.id, "notification for a refund that is not pending: logged only");
+        return Ok(());
+    }
+    let message = format!(
+        "The provider reports refund {} {}, but it is {} here",
+        w.id,
+        if refunded { "refunded" } else { "not refunded" },
+        now.status
+    );
+    let description = format!(
+        "{} Check the refund in the provider's dashboard and the order's balances. Gateway log {log_id}.",
+        if refunded {
+            "Its money was released here (and any credit memo part restored) although the provider says it paid it out."
+        } else {
+            "Its money is counted as refunded here although the provider says it did not pay it out."
+        }
+    );
+    let mut tx = db.begin().await?;
+    raise_once(&mut tx, &now, &message, &description, now_ms()).await?;
+    tx.commit().await?;
+    tracing::warn!(refund = %w.id, refunded, status = %now.status, "a notification contradicts how the refund ended");
+    Ok(())
 }
 
 /// What a verified notification says about its refund that the refund does not: another
@@ -405,7 +460,6 @@ pub async fn record_mismatched_notification(
 ) -> Result<(), JobError> {
     let now = now_ms();
     let log_id = SfId::generate(ObjectType::PaymentGatewayLog).into_string();
-    let pe_id = SfId::generate(ObjectType::ProcessException).into_string();
     let message = format!(
         "A provider notification about refund {} does not match it: {why}",
         w.id
@@ -421,10 +475,7 @@ pub async fn record_mismatched_notification(
     sql::insert_log(tx.conn(), &answer_row(w, &log_id, true, now)).await?;
     let answer = answer_of(outcome, "NoOp", 0);
     sql::finish_log(tx.conn(), &log_id, &w.summary_id, &answer, now).await?;
-    if !sql::has_open_exception(tx.conn(), &w.id, &message).await? {
-        let exception = NewProcessException::about_refund(w, &pe_id, &message, &description, now);
-        sql::insert_process_exception(tx.conn(), &exception).await?;
-    }
+    raise_once(&mut tx, w, &message, &description, now).await?;
     tx.commit().await?;
     tracing::warn!(refund = %w.id, why, "a notification does not match its refund: handed to a person");
     Ok(())

@@ -959,6 +959,32 @@ async fn a_person_settles_a_handed_over_refund_as_not_refunded(backend: Backend)
     assert_eq!(p.lines().await, 0);
     let exception = p.app.record("ProcessException", &pe).await;
     assert_eq!(exception["Status"], "Resolved");
+
+    // Adyen later says it did refund it: that contradicts how it ended here, so a person
+    // hears of it (once), and no money moves.
+    let body = delivery(&[signed(p.item("REFUND", "true"), HMAC_KEY)]);
+    for _ in 0..2 {
+        assert_accepted(&post_webhook(&p.app, &body).await);
+    }
+    assert_eq!(p.refund().await["Status"], "Canceled");
+    p.assert_money("0.00", "0.00", "100.00").await;
+    let open: Vec<Value> = p
+        .app
+        .exceptions_of(&p.order.id)
+        .await
+        .into_iter()
+        .filter(|e| e["Status"] == "New")
+        .collect();
+    assert_eq!(
+        open.len(),
+        2,
+        "the cancellation's and the contradiction's: {open:#?}"
+    );
+    let message = open[1]["Message"].as_str().unwrap();
+    assert!(
+        message.contains("reports refund") && message.contains("refunded, but it is Canceled here"),
+        "{message}"
+    );
 }
 
 backend_tests!(
