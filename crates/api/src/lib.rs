@@ -9,6 +9,7 @@ pub mod auth;
 mod body;
 mod ensure_refunds;
 mod error;
+pub mod metrics;
 mod render;
 mod sobjects;
 mod soql;

@@ -161,6 +161,10 @@ struct Common {
     /// Latency added to every call of the built-in simulator provider.
     #[arg(long, env = "REFUNDS_SIMULATOR_LATENCY_MS", default_value_t = 0)]
     simulator_latency_ms: u64,
+    /// Serve Prometheus metrics at `/metrics` on this address (its own listener, without
+    /// a token: keep it internal). Off unless given.
+    #[arg(long, env = "REFUNDS_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 impl Common {
@@ -180,6 +184,30 @@ impl Common {
             allocation_rule: allocation,
             ..QueueConfig::default()
         })
+    }
+
+    /// Starts the metrics listener if one was asked for; it stops with `shutdown`.
+    async fn serve_metrics(&self, db: &Db, shutdown: &watch::Receiver<bool>) -> anyhow::Result<()> {
+        let Some(addr) = self.metrics_listen else {
+            return Ok(());
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        tracing::info!(address = %listener.local_addr()?, "metrics at /metrics");
+        let mut stop = shutdown.clone();
+        let app = refunds_api::metrics::router(db.clone());
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+        Ok(())
     }
 
     fn registry(&self) -> Registry {
@@ -289,9 +317,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Worker { common } => {
             let db = open(&common.database_url).await?;
+            let shutdown = shutdown_signal();
+            common.serve_metrics(&db, &shutdown).await?;
             let runner = Runner::new(db, common.queue_config()?, common.registry());
             tracing::info!(worker = runner.worker_id(), "worker started");
-            runner.run(shutdown_signal()).await;
+            runner.run(shutdown).await;
         }
         Command::Serve {
             listen,
@@ -310,6 +340,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let db = open(&common.database_url).await?;
             let queue = common.queue_config()?;
             let shutdown = shutdown_signal();
+            common.serve_metrics(&db, &shutdown).await?;
             let runner = Runner::new(db.clone(), queue.clone(), common.registry());
             let workers = tokio::spawn(runner.run(shutdown.clone()));
             let listener = tokio::net::TcpListener::bind(listen)

@@ -454,3 +454,34 @@ async fn rustforce_drives_the_whole_flow() {
         other => panic!("expected a Salesforce error, got {other:?}"),
     }
 }
+
+/// `--metrics-listen` serves Prometheus text on its own port, and only there.
+#[tokio::test]
+async fn metrics_are_served_on_their_own_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let server = common::spawn_serve(
+        &dir.path().join("refunds.db"),
+        "http://127.0.0.1",
+        &["--metrics-listen", &addr],
+        &[],
+        &http,
+    )
+    .await;
+    let metrics = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains("refunds_process_exceptions_open 0"), "{text}");
+    let on_api = http
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_api.status(), 404, "not on the API's port");
+}

@@ -20,6 +20,7 @@ pub mod query;
 pub mod records;
 pub mod refunds;
 pub mod schema;
+pub mod stats;
 
 pub use db::{now_ms, Backend, Db, GroupCommits, Tx};
 pub use schema::{FieldDef, FieldKind, ObjectDef};
