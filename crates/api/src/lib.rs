@@ -3,7 +3,8 @@
 //!
 //! Routes stay thin: they parse raw input into validated values in one step, run one
 //! transaction, and render. The API never calls a payment provider and never changes a
-//! refund's money itself: it records requests; workers act on them.
+//! refund's money itself: it records requests for the workers, and hands a provider's
+//! notification or a person's settlement to the queue's settlement code.
 
 pub mod auth;
 mod body;
