@@ -18,7 +18,9 @@
 //! | 99 | `pending`, `failed` when next read |
 //! | other | `succeeded` |
 //!
-//! A repeated `Idempotency-Key` replays the first recorded answer and moves no money.
+//! A repeated `Idempotency-Key` replays the first recorded answer and moves no money; with
+//! other parameters than its first use it is refused, as Stripe refuses it: 400
+//! `idempotency_error`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -63,10 +65,20 @@ impl Simulator {
         .await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS attempts (idempotency_key TEXT PRIMARY KEY, count INTEGER NOT NULL, \
-             status INTEGER, body TEXT)",
+             status INTEGER, body TEXT, params TEXT)",
         )
         .execute(&pool)
         .await?;
+        // (a ledger written before keys remembered their parameters)
+        let columns: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info('attempts')")
+                .fetch_all(&pool)
+                .await?;
+        if !columns.iter().any(|c| c == "params") {
+            sqlx::query("ALTER TABLE attempts ADD COLUMN params TEXT")
+                .execute(&pool)
+                .await?;
+        }
         Ok(Simulator {
             ledger: pool,
             latency,
@@ -221,11 +233,34 @@ async fn handle_create(
     metadata: &serde_json::Map<String, Value>,
 ) -> Result<Response, sqlx::Error> {
     let mut tx = sim.ledger.begin().await?;
+    // What the key was first used with: the same key with anything else is refused.
+    let params = json!({
+        "charge": charge, "payment_intent": intent, "amount": amount,
+        "currency": currency, "metadata": metadata,
+    })
+    .to_string();
+    let first: Option<Option<String>> =
+        sqlx::query_scalar("SELECT params FROM attempts WHERE idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some(Some(first)) = first {
+        if first != params {
+            tx.commit().await?;
+            return Ok(reply(error(
+                StatusCode::BAD_REQUEST,
+                "idempotency_error",
+                None,
+                "Keys for idempotent requests can only be used with the same parameters they were first used with.",
+            )));
+        }
+    }
     let attempt: i64 = sqlx::query_scalar(
-        "INSERT INTO attempts (idempotency_key, count) VALUES ($1, 1) \
+        "INSERT INTO attempts (idempotency_key, count, params) VALUES ($1, 1, $2) \
          ON CONFLICT (idempotency_key) DO UPDATE SET count = count + 1 RETURNING count",
     )
     .bind(key)
+    .bind(&params)
     .fetch_one(&mut *tx)
     .await?;
     let stored = sqlx::query(

@@ -131,6 +131,18 @@ async fn the_ledger_survives_a_restart_and_keys_still_replay() {
     let (_, list) = get(&client, &server, "/v1/refunds?charge=ch_restart").await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
 
+    // The key with another amount is refused, as Stripe refuses it, and moves nothing.
+    let (status, refused) = create(
+        &client,
+        &server,
+        Some("0RfRESTART0000001"),
+        &refund_form("ch_restart", "999", "0RfRESTART0000001"),
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["type"], "idempotency_error", "{refused}");
+    assert_eq!(server.settled().await, (1, 1234));
+
     // A new key is a new refund.
     let (status, other) = create(
         &client,
