@@ -394,11 +394,11 @@ async fn contradicted(
     refunded: bool,
     log_id: &str,
 ) -> Result<(), JobError> {
-    let Some(now) = sql::find_refund_work(db, &w.id).await? else {
+    let Some(current) = sql::find_refund_work(db, &w.id).await? else {
         return Ok(());
     };
-    let released = matches!(now.status.as_str(), "Canceled" | "Failed");
-    let counted = now.status == "Processed";
+    let released = matches!(current.status.as_str(), "Canceled" | "Failed");
+    let counted = current.status == "Processed";
     if !(refunded && released || !refunded && counted) {
         tracing::info!(refund = %w.id, "notification for a refund that is not pending: logged only");
         return Ok(());
@@ -407,7 +407,7 @@ async fn contradicted(
         "The provider reports refund {} {}, but it is {} here",
         w.id,
         if refunded { "refunded" } else { "not refunded" },
-        now.status
+        current.status
     );
     let description = format!(
         "{} Check the refund in the provider's dashboard and the order's balances. Gateway log {log_id}.",
@@ -418,9 +418,9 @@ async fn contradicted(
         }
     );
     let mut tx = db.begin().await?;
-    raise_once(&mut tx, &now, &message, &description, now_ms()).await?;
+    raise_once(&mut tx, &current, &message, &description, now_ms()).await?;
     tx.commit().await?;
-    tracing::warn!(refund = %w.id, refunded, status = %now.status, "a notification contradicts how the refund ended");
+    tracing::warn!(refund = %w.id, refunded, status = %current.status, "a notification contradicts how the refund ended");
     Ok(())
 }
 
