@@ -119,7 +119,7 @@ async fn log_request(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     tracing::info!(
         %method, %path, status = response.status().as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1000.0, "request"
+        ms = (started.elapsed().as_secs_f64() * 100_000.0).round() / 100.0, "request"
     );
     response
 }

@@ -384,8 +384,9 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
         )
         // stdout is for what a command answers (`clients create` prints credentials that
-        // scripts read); logs go to stderr.
+        // scripts read); logs go to stderr, coloured only on a terminal.
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = tokio::runtime::Builder::new_multi_thread()

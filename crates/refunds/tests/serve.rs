@@ -227,7 +227,12 @@ fn credentials_are_the_only_output_on_stdout() {
         .map(|l| l.split('=').next().unwrap())
         .collect();
     assert_eq!(keys, ["client_id", "client_secret"], "{stdout}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("migration"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("migration"), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "no colour codes off a terminal: {stderr:?}"
+    );
 }
 
 fn simulator_process(port: u16, ledger: &Path) -> Server {
