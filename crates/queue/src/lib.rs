@@ -83,6 +83,13 @@ pub(crate) fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Awaits a provider call; answers its result and how long it took, in milliseconds.
+pub(crate) async fn timed<T>(call: impl std::future::Future<Output = T>) -> (T, i64) {
+    let started = std::time::Instant::now();
+    let result = call.await;
+    (result, ms(started.elapsed()))
+}
+
 /// Delay before the n-th retry of an operation (n ≥ 1): (2^n − 1) × backoff.
 pub fn retry_delay_ms(n: i64, backoff_ms: i64) -> i64 {
     let factor = 1i64

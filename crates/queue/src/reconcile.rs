@@ -6,7 +6,7 @@
 //! - **Later settlement** (`Pending`, for providers that are polled, such as Stripe): each
 //!   is looked up until the provider reports it settled or failed.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use refunds_domain::{ObjectType, SfId, SfResultCode};
 use refunds_gateway::{Lookup, Provider, Registry};
@@ -18,7 +18,7 @@ use crate::settle::{
     finish_call, finish_pending, format_amount, gateway_config, request_for, settle_with,
     start_call, Interaction, Then,
 };
-use crate::{ms, JobError, QueueConfig};
+use crate::{ms, timed, JobError, QueueConfig};
 
 pub(crate) async fn run(
     db: Db,
@@ -105,67 +105,24 @@ async fn resolve_unknown(
     };
     let request = request_for(w);
     let log_id = start_call(db, None, w, Interaction::RefundLookup).await?;
-    let started = Instant::now();
-    let lookup = provider.lookup(&request).await;
-    let duration = ms(started.elapsed());
-    match lookup {
+    let (lookup, duration) = timed(provider.lookup(&request)).await;
+    let (outcome, not_found, then) = match lookup {
         Lookup::Found(outcome) => {
             tracing::info!(refund = %w.id, code = %outcome.code, "reconciliation found the refund");
-            finish_call(
-                db,
-                None,
-                w,
-                &log_id,
-                &outcome,
-                false,
-                duration,
-                final_answer(outcome.code),
-            )
-            .await?;
+            let then = final_answer(outcome.code);
+            (outcome, false, then)
         }
-        Lookup::Unknown(outcome) => {
-            finish_call(
-                db,
-                None,
-                w,
-                &log_id,
-                &outcome,
-                false,
-                duration,
-                Then::LogOnly,
-            )
-            .await?;
-        }
-        Lookup::NotFound(outcome) => {
-            // The request never arrived: sending it again with the same key is safe.
-            finish_call(
-                db,
-                None,
-                w,
-                &log_id,
-                &outcome,
-                true,
-                duration,
-                Then::LogOnly,
-            )
-            .await?;
-            let log_id = start_call(db, None, w, Interaction::ReferencedRefund).await?;
-            let started = Instant::now();
-            let outcome = provider.refund(&request).await;
-            let duration = ms(started.elapsed());
-            tracing::info!(refund = %w.id, code = %outcome.code, "reconciliation sent the refund again");
-            finish_call(
-                db,
-                None,
-                w,
-                &log_id,
-                &outcome,
-                false,
-                duration,
-                final_answer(outcome.code),
-            )
-            .await?;
-        }
+        Lookup::Unknown(outcome) => (outcome, false, Then::LogOnly),
+        Lookup::NotFound(outcome) => (outcome, true, Then::LogOnly),
+    };
+    finish_call(db, None, w, &log_id, &outcome, not_found, duration, then).await?;
+    if not_found {
+        // The request never arrived: sending it again with the same key is safe.
+        let log_id = start_call(db, None, w, Interaction::ReferencedRefund).await?;
+        let (outcome, duration) = timed(provider.refund(&request)).await;
+        tracing::info!(refund = %w.id, code = %outcome.code, "reconciliation sent the refund again");
+        let then = final_answer(outcome.code);
+        finish_call(db, None, w, &log_id, &outcome, false, duration, then).await?;
     }
     Ok(())
 }
@@ -176,9 +133,7 @@ async fn follow_settlement(
     w: &RefundWork,
 ) -> Result<(), JobError> {
     let log_id = start_call(db, None, w, Interaction::RefundLookup).await?;
-    let started = Instant::now();
-    let lookup = provider.lookup(&request_for(w)).await;
-    let duration = ms(started.elapsed());
+    let (lookup, duration) = timed(provider.lookup(&request_for(w))).await;
     match lookup {
         Lookup::Found(outcome)
             if outcome.code == SfResultCode::Success && !outcome.settles_later =>

@@ -6,7 +6,6 @@
 //! are fixed: a rescued run only drives the drafts that are left.
 
 use std::collections::HashMap;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use refunds_domain::{
@@ -23,7 +22,7 @@ use crate::settle::{
     finish_call, format_amount, gateway_config, request_for, settle_with, start_call, Interaction,
     Then,
 };
-use crate::{ms, EnsureRefunds, Job, JobContext, JobError, QueueConfig, ENSURE_REFUNDS};
+use crate::{ms, timed, EnsureRefunds, Job, JobContext, JobError, QueueConfig, ENSURE_REFUNDS};
 
 pub struct EnsureRefundsJob {
     config: QueueConfig,
@@ -224,9 +223,7 @@ impl EnsureRefundsJob {
         loop {
             attempt += 1;
             let log_id = start_call(&ctx.db, run, w, Interaction::ReferencedRefund).await?;
-            let started = Instant::now();
-            let outcome = provider.refund(&request).await;
-            let duration = ms(started.elapsed());
+            let (outcome, duration) = timed(provider.refund(&request)).await;
             tracing::info!(
                 operation = %w.operation_id, refund = %w.id, amount = w.amount, attempt,
                 code = %outcome.code, duration_ms = duration, "provider refund call"
