@@ -629,10 +629,23 @@ pub async fn finish_pending(
 
 /// `Pending` refunds whose settlement lookup is due.
 pub async fn due_settlements(db: &Db, now: i64, limit: i64) -> Result<Vec<RefundWork>> {
+    due_lookups(db, "settling", "Pending", now, limit).await
+}
+
+/// Refunds in `reconcile_state` and `status` whose next lookup is due, soonest first.
+async fn due_lookups(
+    db: &Db,
+    reconcile_state: &str,
+    status: &str,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<RefundWork>> {
     sqlx::query(&format!(
-        "{WORK_SELECT} WHERE r.reconcile_state = 'settling' AND r.status = 'Pending' AND r.next_lookup_at <= $1 \
-         ORDER BY r.next_lookup_at LIMIT $2"
+        "{WORK_SELECT} WHERE r.reconcile_state = $1 AND r.status = $2 AND r.next_lookup_at <= $3 \
+         ORDER BY r.next_lookup_at LIMIT $4"
     ))
+    .bind(reconcile_state)
+    .bind(status)
     .bind(now)
     .bind(limit)
     .fetch_all(db.pool())
@@ -766,17 +779,7 @@ pub async fn start_reconciliation(
 
 /// Refunds whose next reconciliation lookup is due.
 pub async fn due_reconciliations(db: &Db, now: i64, limit: i64) -> Result<Vec<RefundWork>> {
-    sqlx::query(&format!(
-        "{WORK_SELECT} WHERE r.reconcile_state = 'pending' AND r.status = 'Draft' AND r.next_lookup_at <= $1 \
-         ORDER BY r.next_lookup_at LIMIT $2"
-    ))
-    .bind(now)
-    .bind(limit)
-    .fetch_all(db.pool())
-    .await?
-    .iter()
-    .map(work_from_row)
-    .collect()
+    due_lookups(db, "pending", "Draft", now, limit).await
 }
 
 /// Takes a due reconciliation for this worker: counts the lookup and pushes the next one
