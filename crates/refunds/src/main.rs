@@ -73,34 +73,20 @@ enum Command {
     Clients {
         #[command(subcommand)]
         action: ClientAction,
-        #[arg(
-            long,
-            env = "REFUNDS_DATABASE_URL",
-            default_value = "sqlite:refunds.db",
-            global = true
-        )]
-        database_url: String,
+        #[command(flatten)]
+        database: Database,
     },
     /// Manage users (for the OAuth password grant).
     Users {
         #[command(subcommand)]
         action: UserAction,
-        #[arg(
-            long,
-            env = "REFUNDS_DATABASE_URL",
-            default_value = "sqlite:refunds.db",
-            global = true
-        )]
-        database_url: String,
+        #[command(flatten)]
+        database: Database,
     },
     /// Apply database migrations and exit.
     Migrate {
-        #[arg(
-            long,
-            env = "REFUNDS_DATABASE_URL",
-            default_value = "sqlite:refunds.db"
-        )]
-        database_url: String,
+        #[command(flatten)]
+        database: Database,
     },
 }
 
@@ -118,15 +104,34 @@ enum UserAction {
     Create { username: String },
 }
 
+/// Where the data lives; every command that touches it takes `--database-url`.
 #[derive(Args)]
-struct Common {
+struct Database {
     /// `sqlite:PATH` (created if missing) or `postgres://…`.
     #[arg(
         long,
         env = "REFUNDS_DATABASE_URL",
-        default_value = "sqlite:refunds.db"
+        default_value = "sqlite:refunds.db",
+        global = true
     )]
     database_url: String,
+}
+
+impl Database {
+    /// Connects and applies any migration not applied yet.
+    async fn open(&self) -> anyhow::Result<Db> {
+        let db = Db::connect(&self.database_url)
+            .await
+            .context("cannot open the database")?;
+        db.migrate().await.context("cannot migrate the database")?;
+        Ok(db)
+    }
+}
+
+#[derive(Args)]
+struct Common {
+    #[command(flatten)]
+    database: Database,
     /// Background operations run at once by this process.
     #[arg(long, env = "REFUNDS_WORKERS", default_value_t = 32)]
     workers: usize,
@@ -217,12 +222,6 @@ impl Common {
     }
 }
 
-async fn open(url: &str) -> anyhow::Result<Db> {
-    let db = Db::connect(url).await.context("cannot open the database")?;
-    db.migrate().await.context("cannot migrate the database")?;
-    Ok(db)
-}
-
 fn shutdown_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -273,11 +272,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await?;
         }
-        Command::Clients {
-            action,
-            database_url,
-        } => {
-            let db = open(&database_url).await?;
+        Command::Clients { action, database } => {
+            let db = database.open().await?;
             match action {
                 ClientAction::Create { name } => {
                     match refunds_api::auth::create_client(&db, &name).await? {
@@ -297,11 +293,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Users {
-            action,
-            database_url,
-        } => {
-            let db = open(&database_url).await?;
+        Command::Users { action, database } => {
+            let db = database.open().await?;
             match action {
                 UserAction::Create { username } => {
                     match refunds_api::auth::create_user(&db, &username).await? {
@@ -311,12 +304,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Migrate { database_url } => {
-            open(&database_url).await?;
+        Command::Migrate { database } => {
+            database.open().await?;
             println!("database migrated");
         }
         Command::Worker { common } => {
-            let db = open(&common.database_url).await?;
+            let db = common.database.open().await?;
             let shutdown = shutdown_signal();
             common.serve_metrics(&db, &shutdown).await?;
             let runner = Runner::new(db, common.queue_config()?, common.registry());
@@ -337,7 +330,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 _ => None,
             };
-            let db = open(&common.database_url).await?;
+            let db = common.database.open().await?;
             let queue = common.queue_config()?;
             let shutdown = shutdown_signal();
             common.serve_metrics(&db, &shutdown).await?;
