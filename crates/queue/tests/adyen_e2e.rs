@@ -16,7 +16,7 @@ use axum::routing::post;
 use axum::Router;
 use refunds_gateway::adyen::NotificationItem;
 use refunds_queue::{reconcile_due, QueueConfig};
-use refunds_testkit::{backend_tests, fast_config, Backend, Order, TestApp, V};
+use refunds_testkit::{backend_tests, fast_config, Backend, LocalServer, Order, TestApp, V};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -102,7 +102,7 @@ async fn stand_in_refund(
 struct AdyenStandIn {
     base_url: String,
     received: Arc<Mutex<Vec<Received>>>,
-    task: tokio::task::JoinHandle<()>,
+    _server: LocalServer,
 }
 
 impl AdyenStandIn {
@@ -117,26 +117,16 @@ impl AdyenStandIn {
         let router = Router::new()
             .route("/payments/{psp}/refunds", post(stand_in_refund))
             .with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("http://{}", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
+        let server = LocalServer::start(router).await;
         AdyenStandIn {
-            base_url,
+            base_url: server.base_url.clone(),
             received,
-            task,
+            _server: server,
         }
     }
 
     fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
-    }
-}
-
-impl Drop for AdyenStandIn {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

@@ -10,7 +10,9 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::middleware::{from_fn, Next};
 use refunds_queue::QueueConfig;
-use refunds_testkit::{backend_tests, fast_config, Backend, Order, StripeSimulator, TestApp};
+use refunds_testkit::{
+    backend_tests, fast_config, Backend, LocalServer, Order, StripeSimulator, TestApp,
+};
 use serde_json::{json, Value};
 
 mod common;
@@ -60,7 +62,7 @@ struct Stripe {
     sim: StripeSimulator,
     base_url: String,
     seen: Arc<Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
+    _server: LocalServer,
 }
 
 impl Stripe {
@@ -83,16 +85,12 @@ impl Stripe {
                         next.run(request).await
                     }
                 }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("http://{}", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
+        let server = LocalServer::start(router).await;
         Stripe {
             sim,
-            base_url,
+            base_url: server.base_url.clone(),
             seen,
-            task,
+            _server: server,
         }
     }
 
@@ -117,12 +115,6 @@ impl Stripe {
     /// (refunds that moved money, their total in minor units) in the simulator's ledger.
     async fn settled(&self) -> (i64, i64) {
         self.sim.simulator.settled().await.unwrap()
-    }
-}
-
-impl Drop for Stripe {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

@@ -474,7 +474,7 @@ impl TestApp {
 pub struct StripeSimulator {
     pub base_url: String,
     pub simulator: refunds_simulator::Simulator,
-    task: tokio::task::JoinHandle<()>,
+    _server: LocalServer,
     _dir: tempfile::TempDir,
 }
 
@@ -485,24 +485,36 @@ impl StripeSimulator {
             refunds_simulator::Simulator::open(&dir.path().join("ledger.db"), Duration::ZERO)
                 .await
                 .expect("open simulator ledger");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind simulator");
-        let base_url = format!("http://{}", listener.local_addr().expect("address"));
-        let router = simulator.clone().router();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
+        let server = LocalServer::start(simulator.clone().router()).await;
         StripeSimulator {
-            base_url,
+            base_url: server.base_url.clone(),
             simulator,
-            task,
+            _server: server,
             _dir: dir,
         }
     }
 }
 
-impl Drop for StripeSimulator {
+/// A router served on a free loopback port (a provider stand-in), stopped when dropped.
+pub struct LocalServer {
+    pub base_url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LocalServer {
+    pub async fn start(router: axum::Router) -> LocalServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let base_url = format!("http://{}", listener.local_addr().expect("address"));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        LocalServer { base_url, task }
+    }
+}
+
+impl Drop for LocalServer {
     fn drop(&mut self) {
         self.task.abort();
     }
