@@ -2,54 +2,36 @@
 //! answers map, lookups (the same request again, same key), transport failures, overrides,
 //! notification signatures, and that the API key never reaches an outcome.
 
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use refunds_domain::SfResultCode;
 use refunds_gateway::adyen::parse_notification;
-use refunds_gateway::{
-    GatewayConfig, Lookup, Outcome, Provider, RefundRequest, Registry, SimulatorConfig,
+use refunds_gateway::{GatewayConfig, Lookup, Provider, RefundRequest};
+mod common;
+
+use common::{
+    assert_no_secret, credential_env, dead_port_url, lookup_outcome, provider, received, IMPATIENT,
+    KEY, PATIENT,
 };
 use serde_json::{json, Value};
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const SECRET: &str = "AQEyhmfxSECRET_abc123";
-const KEY: &str = "0xR5e000000AbCdEAA";
 const MERCHANT: &str = "TestMerchantECOM";
 const PSP: &str = "993617894903480A";
 const REFUND_PSP: &str = "993617894906488A";
 const REFUNDS_PATH: &str = "/payments/993617894903480A/refunds";
-const PATIENT: Duration = Duration::from_secs(5);
-const IMPATIENT: Duration = Duration::from_millis(300);
-
-fn credential_env(tag: &str) -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let name = format!(
-        "REFUNDS_TEST_ADYEN_{tag}_{}",
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    std::env::set_var(&name, SECRET);
-    name
-}
 
 fn config(base_url: &str, tag: &str) -> GatewayConfig {
     GatewayConfig {
         provider_type: "Adyen".into(),
         base_url: Some(base_url.into()),
-        credential_env: Some(credential_env(tag)),
+        credential_env: Some(credential_env("ADYEN", tag, SECRET)),
         merchant_account: Some(MERCHANT.into()),
         timeout: Some(PATIENT),
         ..GatewayConfig::default()
-    }
-}
-
-fn provider(config: &GatewayConfig) -> Arc<dyn Provider> {
-    match Registry::new(SimulatorConfig::default()).provider(config) {
-        Ok(p) => p,
-        Err(e) => panic!("a valid Adyen gateway was refused: {e}"),
     }
 }
 
@@ -81,35 +63,6 @@ fn received_answer() -> Value {
 
 fn adyen_error(status: u16, code: &str, message: &str, kind: &str) -> Value {
     json!({"status": status, "errorCode": code, "message": message, "errorType": kind})
-}
-
-async fn received(server: &MockServer) -> Vec<Request> {
-    server
-        .received_requests()
-        .await
-        .expect("request recording is on")
-}
-
-fn assert_no_secret(outcome: &Outcome) {
-    let all = format!("{outcome:?}");
-    assert!(!all.contains(SECRET), "the secret leaked into {all}");
-    assert!(
-        !all.contains("SECRET_abc"),
-        "part of the secret leaked into {all}"
-    );
-}
-
-fn lookup_outcome(lookup: &Lookup) -> &Outcome {
-    match lookup {
-        Lookup::Found(o) | Lookup::NotFound(o) | Lookup::Unknown(o) => o,
-    }
-}
-
-fn dead_port_url() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    let port = listener.local_addr().expect("local address").port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}")
 }
 
 async fn answering(answer: ResponseTemplate, times: u64) -> MockServer {
@@ -166,7 +119,7 @@ async fn a_refund_posts_json_with_the_key_and_is_received_to_settle_later() {
         raw_response.starts_with("HTTP 201") && raw_response.contains(REFUND_PSP),
         "{raw_response}"
     );
-    assert_no_secret(&outcome);
+    assert_no_secret(&outcome, SECRET);
 }
 
 #[tokio::test]
@@ -237,7 +190,7 @@ async fn error_answers_map_to_result_codes() {
             .raw_response
             .as_deref()
             .is_some_and(|r| r.starts_with(&format!("HTTP {status}"))));
-        assert_no_secret(&outcome);
+        assert_no_secret(&outcome, SECRET);
     }
 }
 
@@ -347,13 +300,13 @@ async fn connection_refused_is_a_system_error() {
         .raw_request
         .as_deref()
         .is_some_and(|r| r.contains(KEY)));
-    assert_no_secret(&outcome);
+    assert_no_secret(&outcome, SECRET);
     let lookup = adyen.lookup(&request()).await;
     assert!(
         matches!(lookup, Lookup::Unknown(ref o) if o.code == SfResultCode::SystemError),
         "{lookup:?}"
     );
-    assert_no_secret(lookup_outcome(&lookup));
+    assert_no_secret(lookup_outcome(&lookup), SECRET);
 }
 
 #[tokio::test]
@@ -374,7 +327,7 @@ async fn an_answer_slower_than_the_timeout_is_indeterminate() {
     assert_eq!(outcome.code, SfResultCode::Indeterminate, "{outcome:?}");
     assert_eq!(outcome.gateway_result_code.as_deref(), Some("timeout"));
     assert!(!outcome.settles_later);
-    assert_no_secret(&outcome);
+    assert_no_secret(&outcome, SECRET);
 
     let lookup = adyen.lookup(&request()).await;
     assert!(
@@ -411,7 +364,7 @@ async fn a_lookup_sends_the_same_request_with_the_same_key() {
         (SfResultCode::Success, true)
     );
     assert_eq!(outcome.gateway_ref.as_deref(), Some(REFUND_PSP));
-    assert_no_secret(&outcome);
+    assert_no_secret(&outcome, SECRET);
 
     let requests = received(&server).await;
     assert_eq!(requests.len(), 2);
@@ -580,9 +533,9 @@ async fn an_echoed_secret_never_reaches_an_outcome() {
     for server in &servers {
         let adyen = adyen(server, "ECHO");
         let outcome = adyen.refund(&request()).await;
-        assert_no_secret(&outcome);
+        assert_no_secret(&outcome, SECRET);
         let lookup = adyen.lookup(&request()).await;
-        assert_no_secret(lookup_outcome(&lookup));
+        assert_no_secret(lookup_outcome(&lookup), SECRET);
         assert_secret_was_sent(server).await;
     }
 }

@@ -4,13 +4,16 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use refunds_domain::SfResultCode;
-use refunds_gateway::{
-    GatewayConfig, Lookup, Outcome, Provider, RefundRequest, Registry, SimulatorConfig,
+use refunds_gateway::{GatewayConfig, Lookup, Provider, RefundRequest, Registry, SimulatorConfig};
+mod common;
+
+use common::{
+    assert_no_secret, credential_env, dead_port_url, lookup_outcome, provider, received, IMPATIENT,
+    KEY, PATIENT,
 };
 use serde_json::{json, Value};
 use wiremock::matchers::{header, method, path, query_param};
@@ -18,38 +21,15 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 /// Recognisable, so a leak is easy to find in any field.
 const SECRET: &str = "sk_test_SECRET_abc123";
-const KEY: &str = "0xR5e000000AbCdEAA";
 const OPERATION: &str = "op-7f3a";
-/// Generous for answers that should arrive (other crates compile meanwhile).
-const PATIENT: Duration = Duration::from_secs(5);
-/// For the tests that time out on purpose.
-const IMPATIENT: Duration = Duration::from_millis(300);
-
-/// A fresh environment variable name holding the secret (tests run in parallel).
-fn credential_env(tag: &str) -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let name = format!(
-        "REFUNDS_TEST_STRIPE_{tag}_{}",
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    std::env::set_var(&name, SECRET);
-    name
-}
 
 fn config(base_url: &str, tag: &str) -> GatewayConfig {
     GatewayConfig {
         provider_type: "Stripe".into(),
         base_url: Some(base_url.into()),
-        credential_env: Some(credential_env(tag)),
+        credential_env: Some(credential_env("STRIPE", tag, SECRET)),
         timeout: Some(PATIENT),
         ..GatewayConfig::default()
-    }
-}
-
-fn provider(config: &GatewayConfig) -> Arc<dyn Provider> {
-    match Registry::new(SimulatorConfig::default()).provider(config) {
-        Ok(p) => p,
-        Err(e) => panic!("a valid Stripe gateway was refused: {e}"),
     }
 }
 
@@ -107,36 +87,6 @@ fn form(request: &Request) -> Vec<(String, String)> {
         std::str::from_utf8(&request.body).expect("a UTF-8 form"),
     ));
     url.query_pairs().into_owned().collect()
-}
-
-async fn received(server: &MockServer) -> Vec<Request> {
-    server
-        .received_requests()
-        .await
-        .expect("request recording is on")
-}
-
-fn assert_no_secret(outcome: &Outcome) {
-    let all = format!("{outcome:?}");
-    assert!(!all.contains(SECRET), "the secret leaked into {all}");
-    assert!(
-        !all.contains("SECRET_abc"),
-        "part of the secret leaked into {all}"
-    );
-}
-
-fn lookup_outcome(lookup: &Lookup) -> &Outcome {
-    match lookup {
-        Lookup::Found(o) | Lookup::NotFound(o) | Lookup::Unknown(o) => o,
-    }
-}
-
-/// A port on loopback where nothing listens.
-fn dead_port_url() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    let port = listener.local_addr().expect("local address").port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}")
 }
 
 /// One successful POST, with the answer `body` at status `status`.
@@ -224,7 +174,7 @@ async fn a_charge_refund_is_a_form_post_with_the_key_and_the_secret_as_bearer() 
             && raw_response.contains("re_1Nispe2eZvKYlo2CjvuaYHC4"),
         "{raw_response}"
     );
-    assert_no_secret(&outcome);
+    assert_no_secret(&outcome, SECRET);
 }
 
 #[tokio::test]
@@ -371,7 +321,7 @@ async fn refund_statuses_map_to_result_codes() {
                 .is_some_and(|m| m.contains(status)),
             "{outcome:?}"
         );
-        assert_no_secret(&outcome);
+        assert_no_secret(&outcome, SECRET);
     }
 }
 
@@ -510,7 +460,7 @@ async fn error_answers_map_to_result_codes() {
         assert!(outcome.raw_request.is_some());
         let raw = outcome.raw_response.as_deref().unwrap_or_default();
         assert!(raw.starts_with(&format!("HTTP {}", case.status)), "{raw}");
-        assert_no_secret(&outcome);
+        assert_no_secret(&outcome, SECRET);
     }
 }
 
@@ -596,14 +546,14 @@ async fn connection_refused_is_a_system_error() {
         "the attempt is logged"
     );
     assert_eq!(outcome.raw_response, None);
-    assert_no_secret(&outcome);
+    assert_no_secret(&outcome, SECRET);
 
     let lookup = stripe.lookup(&request("ch_1")).await;
     assert!(
         matches!(lookup, Lookup::Unknown(ref o) if o.code == SfResultCode::SystemError),
         "{lookup:?}"
     );
-    assert_no_secret(lookup_outcome(&lookup));
+    assert_no_secret(lookup_outcome(&lookup), SECRET);
 }
 
 #[tokio::test]
@@ -641,7 +591,7 @@ async fn an_answer_slower_than_the_timeout_is_indeterminate() {
     );
     assert_eq!(outcome.gateway_ref, None);
     assert!(!outcome.settles_later);
-    assert_no_secret(&outcome);
+    assert_no_secret(&outcome, SECRET);
 }
 
 #[tokio::test]
@@ -666,7 +616,7 @@ async fn a_slow_lookup_is_unknown() {
         matches!(lookup, Lookup::Unknown(ref o) if o.code == SfResultCode::Indeterminate),
         "{lookup:?}"
     );
-    assert_no_secret(lookup_outcome(&lookup));
+    assert_no_secret(lookup_outcome(&lookup), SECRET);
 }
 
 /// Answers one request with a status line and headers promising more body than it sends,
@@ -720,7 +670,7 @@ async fn an_answer_cut_short_is_indeterminate() {
         outcome.gateway_result_code.as_deref(),
         Some("transport_error")
     );
-    assert_no_secret(&outcome);
+    assert_no_secret(&outcome, SECRET);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -765,7 +715,7 @@ async fn a_lookup_finds_the_refund_made_with_the_key() {
         .raw_response
         .as_deref()
         .is_some_and(|r| r.contains("re_mine")));
-    assert_no_secret(&outcome);
+    assert_no_secret(&outcome, SECRET);
 }
 
 #[tokio::test]
@@ -928,7 +878,7 @@ async fn an_echoed_secret_in_an_error_never_reaches_the_outcome() {
         "{outcome:?}"
     );
     assert_secret_was_sent(&server).await;
-    assert_no_secret(&outcome);
+    assert_no_secret(&outcome, SECRET);
 }
 
 #[tokio::test]
@@ -943,7 +893,7 @@ async fn an_echoed_secret_in_a_refund_never_reaches_the_outcome() {
     let outcome = stripe(&server, "ECHOREFUND").refund(&request("ch_1")).await;
     assert_eq!(outcome.code, SfResultCode::Decline);
     assert_secret_was_sent(&server).await;
-    assert_no_secret(&outcome);
+    assert_no_secret(&outcome, SECRET);
 }
 
 #[tokio::test]
@@ -960,7 +910,7 @@ async fn an_echoed_secret_in_a_lookup_never_reaches_the_outcome() {
         "{lookup:?}"
     );
     assert_secret_was_sent(&server).await;
-    assert_no_secret(lookup_outcome(&lookup));
+    assert_no_secret(lookup_outcome(&lookup), SECRET);
 }
 
 #[tokio::test]
@@ -979,7 +929,7 @@ async fn an_echoed_secret_in_an_unreadable_answer_never_reaches_the_outcome() {
         "{outcome:?}"
     );
     assert_secret_was_sent(&server).await;
-    assert_no_secret(&outcome);
+    assert_no_secret(&outcome, SECRET);
 }
 
 #[tokio::test]
@@ -1003,7 +953,7 @@ async fn an_echoed_secret_at_the_end_of_a_long_answer_is_not_cut_in_half() {
         "a piece of the secret survived the cut: {}",
         &raw[raw.len() - 40..]
     );
-    assert_no_secret(&outcome);
+    assert_no_secret(&outcome, SECRET);
 }
 
 #[tokio::test]
