@@ -452,12 +452,7 @@ async fn records_written_by_workers_render_as_sobjects(backend: Backend) {
         .iter()
         .find(|r| r["Status"] == "Processed")
         .expect("processed refund");
-    let lines = app
-        .ids(
-            "SELECT id FROM refund_line_payments WHERE refund_id = $1",
-            processed["Id"].as_str().expect("id"),
-        )
-        .await;
+    let lines = app.lines_of(processed["Id"].as_str().expect("id")).await;
     assert_eq!(lines.len(), 1);
     let (line, _) = get_record(&app, "RefundLinePayment", &lines[0], REFUND_LINE_PAYMENT).await;
     assert_eq!(line["Amount"].to_string(), "25.00");

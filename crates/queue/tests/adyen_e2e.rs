@@ -284,13 +284,7 @@ impl Pending {
     }
 
     async fn lines(&self) -> usize {
-        self.app
-            .ids(
-                "SELECT id FROM refund_line_payments WHERE refund_id = $1",
-                &self.refund_id,
-            )
-            .await
-            .len()
+        self.app.lines_of(&self.refund_id).await.len()
     }
 
     async fn logs(&self) -> Vec<Value> {
@@ -414,13 +408,7 @@ async fn refund_notification_settles_the_refund_once(backend: Backend) {
     assert_eq!(refund["GatewayResultCode"], "REFUND", "{refund}");
     assert_eq!(refund["GatewayRefNumber"], p.psp.as_str(), "{refund}");
     p.assert_money("12.34", "0.00", "87.66").await;
-    let lines = p
-        .app
-        .ids(
-            "SELECT id FROM refund_line_payments WHERE refund_id = $1",
-            &p.refund_id,
-        )
-        .await;
+    let lines = p.app.lines_of(&p.refund_id).await;
     assert_eq!(lines.len(), 1, "{lines:?}");
     let line = p.app.record("RefundLinePayment", &lines[0]).await;
     assert_eq!(text(&line["Amount"]), "12.34");

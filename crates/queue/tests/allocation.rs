@@ -288,12 +288,7 @@ async fn payments_within_a_summary_follow_the_rule(backend: Backend) {
             assert_eq!(refund["Status"], "Processed", "{refund}");
             assert_eq!(refund["OrderPaymentSummaryId"], summary.as_str());
             let id = refund["Id"].as_str().expect("id");
-            let lines = app
-                .ids(
-                    "SELECT id FROM refund_line_payments WHERE refund_id = $1",
-                    id,
-                )
-                .await;
+            let lines = app.lines_of(id).await;
             assert_eq!(lines.len(), 1);
             let line = app.record("RefundLinePayment", &lines[0]).await;
             let payment = payments

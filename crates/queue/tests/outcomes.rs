@@ -34,26 +34,6 @@ impl Expect {
     }
 }
 
-/// The refund's gateway logs in the order they were written. Rows written within one
-/// millisecond are ordered by when they were finished, which is causal: a row is always
-/// finished before the next one is started.
-async fn logs_in_order(app: &TestApp, refund_id: &str) -> Vec<Value> {
-    let mut logs = app.logs_of(refund_id).await;
-    logs.sort_by(|a, b| {
-        let key = |v: &Value| {
-            (
-                v["CreatedDate"].as_str().unwrap_or_default().to_string(),
-                v["LastModifiedDate"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            )
-        };
-        key(a).cmp(&key(b))
-    });
-    logs
-}
-
 /// Ensures `amount` of excess funds on a fresh order, settles, checks the operation
 /// completed, and returns the order, the operation id and its single refund.
 async fn run(app: &TestApp, amount: &str) -> (Order, String, Value) {
@@ -104,16 +84,11 @@ async fn check_outcome(backend: Backend, expect: Expect) {
     assert_eq!(text(&ops["AvailableToRefundAmount"]), expect.available);
     let payment = app.record("Payment", &order.payments[0]).await;
     assert_eq!(text(&payment["TotalRefundApplied"]), expect.refunded);
-    let lines = app
-        .ids(
-            "SELECT id FROM refund_line_payments WHERE refund_id = $1",
-            &refund_id,
-        )
-        .await;
+    let lines = app.lines_of(&refund_id).await;
     assert_eq!(lines.len(), usize::from(expect.succeeds()), "{lines:?}");
 
     // The gateway log.
-    let logs = logs_in_order(&app, &refund_id).await;
+    let logs = app.logs_of(&refund_id).await;
     let seen: Vec<(&str, &str, &str)> = logs
         .iter()
         .map(|l| {
@@ -330,7 +305,7 @@ async fn system_error_on_every_attempt_cancels(backend: Backend) {
     assert_eq!(refund["Status"], "Canceled", "{refund}");
     assert_eq!(refund["SfResultCode"], "SystemError");
     assert_eq!(refund["GatewayRefNumber"], Value::Null);
-    let logs = logs_in_order(&app, &refund_id).await;
+    let logs = app.logs_of(&refund_id).await;
     let seen: Vec<(&str, &str)> = logs
         .iter()
         .map(|l| {
@@ -379,7 +354,7 @@ async fn reconciliation_gives_up_and_keeps_money_reserved(backend: Backend) {
     assert_eq!(text(&ops["AvailableToRefundAmount"]), "89.03");
     let payment = app.record("Payment", &order.payments[0]).await;
     assert_eq!(text(&payment["TotalRefundApplied"]), "0.00");
-    let logs = logs_in_order(&app, &refund_id).await;
+    let logs = app.logs_of(&refund_id).await;
     assert_eq!(logs.len(), 1, "{logs:#?}");
     assert_eq!(logs[0]["InteractionStatus"], "Timeout");
     let exceptions = app.exceptions_of(&order.id).await;

@@ -140,23 +140,6 @@ async fn gateway_at(app: &TestApp, base_url: &str, env: &str, extra: Value) -> (
     (app.create("PaymentGateway", body).await, secret)
 }
 
-/// The refund's gateway logs in the order they were written. Rows written within one
-/// millisecond are ordered by when they were finished, which is causal: a row is always
-/// finished before the next one is started.
-async fn logs_in_order(app: &TestApp, refund_id: &str) -> Vec<Value> {
-    let mut logs = app.logs_of(refund_id).await;
-    logs.sort_by_key(|v| {
-        (
-            v["CreatedDate"].as_str().unwrap_or_default().to_string(),
-            v["LastModifiedDate"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-        )
-    });
-    logs
-}
-
 /// One expected gateway log row: (InteractionType, InteractionStatus, SfResultCode,
 /// GatewayResultCode).
 type LogRow = (&'static str, &'static str, &'static str, &'static str);
@@ -298,10 +281,7 @@ async fn check_row(backend: Backend, env: &str, expect: Expect) {
         )
         .await;
         assert_eq!(stripe.settled().await, (0, 0), "pending moves no money yet");
-        assert_eq!(
-            seen_logs(&logs_in_order(&app, &refund_id).await),
-            [expect.logs[0]]
-        );
+        assert_eq!(seen_logs(&app.logs_of(&refund_id).await), [expect.logs[0]]);
         assert!(app.exceptions_of(&order.id).await.is_empty());
         assert_eq!(stripe.lookups(), 0);
         // Time passes: the settlement lookup falls due.
@@ -352,16 +332,11 @@ async fn check_row(backend: Backend, env: &str, expect: Expect) {
     } else {
         assert_money(&app, &order, "0.00", "0.00", "100.00").await;
     }
-    let lines = app
-        .ids(
-            "SELECT id FROM refund_line_payments WHERE refund_id = $1",
-            &refund_id,
-        )
-        .await;
+    let lines = app.lines_of(&refund_id).await;
     assert_eq!(lines.len(), usize::from(expect.succeeds()), "{lines:?}");
 
     // The gateway log: every refund call carried the refund's id as Idempotency-Key.
-    let logs = logs_in_order(&app, &refund_id).await;
+    let logs = app.logs_of(&refund_id).await;
     assert_eq!(seen_logs(&logs), expect.logs, "{logs:#?}");
     for log in &logs {
         assert_eq!(log["SfRefNumber"], refund_id.as_str(), "{log}");
@@ -686,7 +661,7 @@ async fn unset_credential_cancels_without_calling(backend: Backend) {
     assert_eq!(refund["SfResultCode"], "PermanentFail", "{refund}");
     assert_eq!(refund["GatewayRefNumber"], Value::Null);
     assert_money(&app, &order, "0.00", "0.00", "100.00").await;
-    let logs = logs_in_order(&app, refund_id).await;
+    let logs = app.logs_of(refund_id).await;
     assert_eq!(logs.len(), 1, "{logs:#?}");
     assert_eq!(logs[0]["InteractionStatus"], "Failed");
     assert_eq!(logs[0]["SfResultCode"], "PermanentFail");
@@ -736,7 +711,7 @@ async fn result_code_mapping_turns_a_decline_into_permanent_fail(backend: Backen
     assert_eq!(refund["Status"], "Canceled", "{refund}");
     assert_eq!(refund["SfResultCode"], "PermanentFail", "{refund}");
     assert_eq!(refund["GatewayResultCode"], "card_declined", "{refund}");
-    let logs = logs_in_order(&app, refund_id).await;
+    let logs = app.logs_of(refund_id).await;
     assert_eq!(
         seen_logs(&logs),
         [(

@@ -438,11 +438,23 @@ impl TestApp {
         out
     }
 
-    /// The gateway logs of a refund, as API records, oldest first.
+    /// The ids of a refund's RefundLinePayments (one once its money is refunded).
+    pub async fn lines_of(&self, refund_id: &str) -> Vec<String> {
+        self.ids(
+            "SELECT id FROM refund_line_payments WHERE refund_id = $1",
+            refund_id,
+        )
+        .await
+    }
+
+    /// The gateway logs of a refund, as API records, in the order they were written. Rows
+    /// written within one millisecond are ordered by when they were finished, which is
+    /// causal: a row is always finished before the next one is started.
     pub async fn logs_of(&self, refund_id: &str) -> Vec<Value> {
         let ids = self
             .ids(
-                "SELECT id FROM payment_gateway_logs WHERE referenced_entity_id = $1 ORDER BY created_date, id",
+                "SELECT id FROM payment_gateway_logs WHERE referenced_entity_id = $1 \
+                 ORDER BY created_date, last_modified_date, id",
                 refund_id,
             )
             .await;

@@ -69,12 +69,7 @@ pub async fn check_refund_records(app: &TestApp, order: &Order, op: &str) {
         assert_eq!(refund["ClientContext"], format!("{op}:{leg}"), "{refund}");
         assert_eq!(refund["Type"], "Referenced");
         assert_eq!(refund["ProcessingMode"], "Salesforce");
-        let lines = app
-            .ids(
-                "SELECT id FROM refund_line_payments WHERE refund_id = $1",
-                id,
-            )
-            .await;
+        let lines = app.lines_of(id).await;
         if refund["Status"] != "Processed" {
             assert!(lines.is_empty(), "{lines:?}");
             continue;
