@@ -140,6 +140,49 @@ fn env_name(prefix: &str, tag: &str, backend: Backend) -> String {
     format!("REFUNDS_TEST_ADYEN_{prefix}_{tag}_{backend}")
 }
 
+/// An Adyen stand-in and a gateway of the app pointing at it, with its API key (and, if
+/// given, its webhook HMAC key) in environment variables of this test and backend.
+struct AdyenGateway {
+    adyen: AdyenStandIn,
+    gateway: String,
+    api_key: String,
+}
+
+impl AdyenGateway {
+    async fn create(
+        app: &TestApp,
+        backend: Backend,
+        tag: &str,
+        stall_first: Option<Duration>,
+        hmac_key: Option<&str>,
+        timeout_ms: u64,
+    ) -> AdyenGateway {
+        let api_key = format!("AQE_test_{:016x}", rand::random::<u64>());
+        let adyen = AdyenStandIn::start(&api_key, stall_first).await;
+        let key_env = env_name("KEY", tag, backend);
+        let hmac_env = env_name("HMAC", tag, backend);
+        std::env::set_var(&key_env, &api_key);
+        match hmac_key {
+            Some(k) => std::env::set_var(&hmac_env, k),
+            None => std::env::remove_var(&hmac_env),
+        }
+        let gateway = app
+            .create(
+                "PaymentGateway",
+                json!({"PaymentGatewayName": "Adyen (stand-in)", "ProviderType": "Adyen",
+                       "BaseUrl": adyen.base_url, "MerchantCredentialEnv": key_env,
+                       "MerchantAccount": MERCHANT, "WebhookHmacKeyEnv": hmac_env,
+                       "TimeoutMs": timeout_ms}),
+            )
+            .await;
+        AdyenGateway {
+            adyen,
+            gateway,
+            api_key,
+        }
+    }
+}
+
 /// An app with an Adyen refund that the stand-in has `received`: Pending, money reserved.
 struct Pending {
     app: TestApp,
@@ -165,23 +208,11 @@ async fn pending_refund(
     hmac_key: Option<&str>,
 ) -> Option<Pending> {
     let app = TestApp::start(backend).await?;
-    let api_key = format!("AQE_test_{:016x}", rand::random::<u64>());
-    let adyen = AdyenStandIn::start(&api_key, None).await;
-    let key_env = env_name("KEY", tag, backend);
-    let hmac_env = env_name("HMAC", tag, backend);
-    std::env::set_var(&key_env, &api_key);
-    match hmac_key {
-        Some(k) => std::env::set_var(&hmac_env, k),
-        None => std::env::remove_var(&hmac_env),
-    }
-    let gateway = app
-        .create(
-            "PaymentGateway",
-            json!({"PaymentGatewayName": "Adyen (stand-in)", "ProviderType": "Adyen",
-                   "BaseUrl": adyen.base_url, "MerchantCredentialEnv": key_env,
-                   "MerchantAccount": MERCHANT, "WebhookHmacKeyEnv": hmac_env, "TimeoutMs": 5000}),
-        )
-        .await;
+    let AdyenGateway {
+        adyen,
+        gateway,
+        api_key,
+    } = AdyenGateway::create(&app, backend, tag, None, hmac_key, 5000).await;
     let order = app.order_on(&gateway, "USD", &["100.00"]).await;
     let credit_memo = if from_credit_memo {
         Some(app.credit_memo(&order, amount).await)
@@ -637,29 +668,12 @@ async fn a_body_that_is_not_a_notification_is_400(backend: Backend) {
     }
 }
 
-/// The answer to the refund call is lost (the call times out; Adyen made the refund) and
-/// Adyen's notification arrives while the Refund is still `Draft`, before reconciliation
-/// has looked it up. The verified notification is the outcome: it settles the refund, and
-/// reconciliation then has nothing left to do. (Acknowledging it and dropping it would leave
-/// the refund `Pending` for ever once the lookup re-sent the call: Adyen does not deliver
-/// an accepted notification twice.)
 /// A refund of 12.34 whose Adyen call timed out: `Draft`, its outcome unknown.
 async fn draft_refund(backend: Backend, tag: &str, config: QueueConfig) -> Option<Pending> {
     let app = TestApp::with_config(backend, config).await?;
-    let api_key = format!("AQE_test_{:016x}", rand::random::<u64>());
-    let adyen = AdyenStandIn::start(&api_key, Some(Duration::from_secs(30))).await;
-    let key_env = env_name("KEY", tag, backend);
-    let hmac_env = env_name("HMAC", tag, backend);
-    std::env::set_var(&key_env, &api_key);
-    std::env::set_var(&hmac_env, HMAC_KEY);
-    let gateway = app
-        .create(
-            "PaymentGateway",
-            json!({"PaymentGatewayName": "Adyen (stand-in)", "ProviderType": "Adyen",
-                   "BaseUrl": adyen.base_url, "MerchantCredentialEnv": key_env,
-                   "MerchantAccount": MERCHANT, "WebhookHmacKeyEnv": hmac_env, "TimeoutMs": 300}),
-        )
-        .await;
+    let stall = Some(Duration::from_secs(30));
+    let AdyenGateway { adyen, gateway, .. } =
+        AdyenGateway::create(&app, backend, tag, stall, Some(HMAC_KEY), 300).await;
     let order = app.order_on(&gateway, "USD", &["100.00"]).await;
     let op = app
         .ensure(&order, json!({"excessFundsAmount": num("12.34")}))
@@ -689,6 +703,12 @@ async fn draft_refund(backend: Backend, tag: &str, config: QueueConfig) -> Optio
     Some(p)
 }
 
+/// The answer to the refund call is lost (the call times out; Adyen made the refund) and
+/// Adyen's notification arrives while the Refund is still `Draft`, before reconciliation
+/// has looked it up. The verified notification is the outcome: it settles the refund, and
+/// reconciliation then has nothing left to do. (Acknowledging it and dropping it would leave
+/// the refund `Pending` for ever once the lookup re-sent the call: Adyen does not deliver
+/// an accepted notification twice.)
 async fn notification_while_draft(backend: Backend, tag: &str, event: &str, success: &str) {
     // Reconciliation waits an hour here, so the notification surely comes first; the test
     // then moves the lookup to now, as the clock would.
