@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 mod common;
 
-use common::{num, text};
+use common::{refund_excess_once, text};
 
 /// One expected gateway log row: (InteractionType, InteractionStatus, SfResultCode).
 type LogRow = (&'static str, &'static str, &'static str);
@@ -38,19 +38,8 @@ impl Expect {
 /// completed, and returns the order, the operation id and its single refund.
 async fn run(app: &TestApp, amount: &str) -> (Order, String, Value) {
     let order = app.order("USD", &["100.00"]).await;
-    let op = app
-        .ensure(&order, json!({"excessFundsAmount": num(amount)}))
-        .await;
-    app.settle().await;
-    let operation = app.record("BackgroundOperation", &op).await;
-    assert_eq!(
-        operation["Status"], "Complete",
-        "a provider answer never fails the operation: {operation}"
-    );
-    assert_eq!(operation["Error"], Value::Null);
-    let refunds = app.refunds_of(&op).await;
-    assert_eq!(refunds.len(), 1, "one leg: {refunds:?}");
-    (order, op, refunds[0].clone())
+    let (op, refund) = refund_excess_once(app, &order, amount).await;
+    (order, op, refund)
 }
 
 async fn check_outcome(backend: Backend, expect: Expect) {

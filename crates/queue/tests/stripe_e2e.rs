@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 mod common;
 
-use common::{num, text};
+use common::{num, refund_excess_once, text};
 
 async fn stripe_gateway(app: &TestApp, sim: &StripeSimulator, env: &str) -> String {
     std::env::set_var(env, "sk_test_simulated_key");
@@ -253,22 +253,11 @@ async fn check_row(backend: Backend, env: &str, expect: Expect) {
     let env = env_name(env, backend);
     let (gateway, secret) = gateway_at(&app, &stripe.base_url, &env, json!({})).await;
     let order = app.order_on(&gateway, "USD", &["100.00"]).await;
-    let op = app
-        .ensure(&order, json!({"excessFundsAmount": num(expect.amount)}))
-        .await;
-    app.settle().await;
-    let operation = app.record("BackgroundOperation", &op).await;
-    assert_eq!(
-        operation["Status"], "Complete",
-        "a provider answer never fails the operation: {operation}"
-    );
-    let refunds = app.refunds_of(&op).await;
-    assert_eq!(refunds.len(), 1, "one leg: {refunds:?}");
-    let refund_id = refunds[0]["Id"].as_str().unwrap().to_string();
+    let (op, refund) = refund_excess_once(&app, &order, expect.amount).await;
+    let refund_id = refund["Id"].as_str().unwrap().to_string();
 
     if expect.settles_later {
         // Accepted, not yet settled: the money is reserved, neither side has moved it.
-        let refund = &refunds[0];
         assert_eq!(refund["Status"], "Pending", "{refund}");
         assert_eq!(refund["SfResultCode"], "Success", "{refund}");
         assert_eq!(refund["GatewayResultCode"], "pending", "{refund}");

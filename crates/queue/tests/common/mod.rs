@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use refunds_testkit::{Order, TestApp};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// A JSON number from its exact text.
 pub fn num(text: &str) -> Value {
@@ -87,4 +87,22 @@ pub async fn check_refund_records(app: &TestApp, order: &Order, op: &str) {
             .expect("summary of this order");
         assert_eq!(line["PaymentId"], order.payments[index].as_str());
     }
+}
+
+/// Ensures `amount` of excess funds on `order`, settles, checks that the operation
+/// completed with one leg, and returns the operation id and its single refund.
+pub async fn refund_excess_once(app: &TestApp, order: &Order, amount: &str) -> (String, Value) {
+    let op = app
+        .ensure(order, json!({"excessFundsAmount": num(amount)}))
+        .await;
+    app.settle().await;
+    let operation = app.record("BackgroundOperation", &op).await;
+    assert_eq!(
+        operation["Status"], "Complete",
+        "a provider answer never fails the operation: {operation}"
+    );
+    assert_eq!(operation["Error"], Value::Null);
+    let refunds = app.refunds_of(&op).await;
+    assert_eq!(refunds.len(), 1, "one leg: {refunds:?}");
+    (op, refunds[0].clone())
 }
