@@ -957,14 +957,10 @@ async fn open_exceptions(
     message: &str,
     compare: &str,
 ) -> Result<Vec<String>> {
-    let active: Vec<String> = crate::schema::ACTIVE_PROCESS_EXCEPTION_STATUSES
-        .iter()
-        .map(|s| format!("'{s}'"))
-        .collect();
     Ok(sqlx::query_scalar(&format!(
         "SELECT id FROM process_exceptions WHERE attached_to_id = $1 AND message {compare} $2 \
-         AND status IN ({}) ORDER BY id",
-        active.join(", ")
+         AND {} ORDER BY id",
+        crate::schema::active_process_exception_sql()
     ))
     .bind(attached_to_id)
     .bind(message)

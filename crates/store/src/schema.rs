@@ -84,6 +84,16 @@ pub const PROCESS_EXCEPTION_STATUSES: &[&str] =
 /// Process exception statuses that count in `OrderSummary.ActiveProcessExceptionCount`.
 pub const ACTIVE_PROCESS_EXCEPTION_STATUSES: &[&str] = &["New", "Triaged"];
 
+/// SQL that holds for an active process exception (`status IN ('New', 'Triaged')`); the
+/// statuses are this file's constants, never input.
+pub fn active_process_exception_sql() -> String {
+    let quoted: Vec<String> = ACTIVE_PROCESS_EXCEPTION_STATUSES
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect();
+    format!("status IN ({})", quoted.join(", "))
+}
+
 static ORDER_SUMMARY: ObjectDef = ObjectDef {
     ty: ObjectType::OrderSummary,
     table: "order_summaries",

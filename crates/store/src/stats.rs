@@ -46,13 +46,9 @@ pub async fn snapshot(db: &Db, now: i64) -> Result<Snapshot> {
          GROUP BY reconcile_state ORDER BY reconcile_state",
     )
     .await?;
-    let active: Vec<String> = crate::schema::ACTIVE_PROCESS_EXCEPTION_STATUSES
-        .iter()
-        .map(|s| format!("'{s}'"))
-        .collect();
     let open_exceptions: i64 = sqlx::query_scalar(&format!(
-        "SELECT CAST(COUNT(*) AS BIGINT) FROM process_exceptions WHERE status IN ({})",
-        active.join(", ")
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM process_exceptions WHERE {}",
+        crate::schema::active_process_exception_sql()
     ))
     .fetch_one(db.pool())
     .await?;
