@@ -313,8 +313,10 @@ pub async fn require_bearer(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("OAuth "))
+            // Auth schemes are case-insensitive (RFC 9110 §11.1): `bearer`, `BEARER`, ….
+            let (scheme, credentials) = v.split_once(' ')?;
+            (scheme.eq_ignore_ascii_case("Bearer") || scheme.eq_ignore_ascii_case("OAuth"))
+                .then_some(credentials)
         })
         .map(str::trim)
         .filter(|t| !t.is_empty());

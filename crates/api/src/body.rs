@@ -1,18 +1,112 @@
 //! Reading JSON bodies ourselves, so that even malformed JSON answers in our error shape.
+//!
+//! Every body is checked before it is read into values: an object that names a key twice
+//! (after unescaping: `"a"` and `"\u0061"` are one key) is refused rather than letting the
+//! last one win, and nesting deeper than [`MAX_JSON_DEPTH`] is refused without recursing
+//! further; both answer `JSON_PARSER_ERROR`.
+
+use std::collections::HashSet;
+use std::fmt;
 
 use refunds_domain::{Currency, IdError, Money, MoneyError, ObjectType, SfId};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 
+/// Arrays and objects nested deeper than this are refused (the bodies of this API nest
+/// three levels at most).
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// Checks one JSON value: no key twice in an object, nesting within [`MAX_JSON_DEPTH`].
+struct Checked {
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Checked {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl Checked {
+    fn inner<E: de::Error>(&self) -> Result<Checked, E> {
+        if self.depth >= MAX_JSON_DEPTH {
+            return Err(E::custom(format_args!(
+                "nested more than {MAX_JSON_DEPTH} levels deep"
+            )));
+        }
+        Ok(Checked {
+            depth: self.depth + 1,
+        })
+    }
+}
+
+impl<'de> Visitor<'de> for Checked {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(self.inner()?)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen: HashSet<String> = HashSet::new();
+        // (a number's exact text also arrives as a one-key map: arbitrary_precision)
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if !seen.insert(key.to_string()) {
+                return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
+            }
+            map.next_value_seed(self.inner()?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses any JSON body after [`Checked`] has passed it.
+pub fn value(bytes: &[u8]) -> Result<Value, ApiError> {
+    let mut checker = serde_json::Deserializer::from_slice(bytes);
+    Checked { depth: 0 }
+        .deserialize(&mut checker)
+        .and_then(|()| checker.end())
+        .map_err(|e| ApiError::json_parser(format!("Malformed JSON: {e}")))?;
+    serde_json::from_slice::<Value>(bytes)
+        .map_err(|e| ApiError::json_parser(format!("Malformed JSON: {e}")))
+}
+
 /// Parses a body that must be one JSON object.
 pub fn object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice::<Value>(bytes) {
+    match value(bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::json_parser(
             "Expected a JSON object as the request body",
         )),
-        Err(e) => Err(ApiError::json_parser(format!("Malformed JSON: {e}"))),
+        Err(e) => Err(e),
     }
 }
 

@@ -64,11 +64,11 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let data = Router::new()
         .route("/{version}", get(resources))
-        .route("/{version}/query", get(soql::query))
-        .route("/{version}/query/", get(soql::query))
+        .route("/{version}/query", get(soql::query).post(soql::query_posted))
+        .route("/{version}/query/", get(soql::query).post(soql::query_posted))
         .route("/{version}/query/{locator}", get(soql::query_more))
-        .route("/{version}/queryAll", get(soql::query))
-        .route("/{version}/queryAll/", get(soql::query))
+        .route("/{version}/queryAll", get(soql::query).post(soql::query_posted))
+        .route("/{version}/queryAll/", get(soql::query).post(soql::query_posted))
         .route("/{version}/queryAll/{locator}", get(soql::query_more))
         .route("/{version}/sobjects/{ty}", post(sobjects::create))
         // simple-salesforce creates records at `…/sobjects/{Type}/`.

@@ -72,6 +72,41 @@ pub async fn query(
     .await
 }
 
+/// `POST …/query` with a form body `q=…`: the same query, for texts whose URL would pass
+/// the request-line limit (65,534 bytes); the text itself may have up to
+/// [`parse::MAX_TEXT_CHARS`] characters either way.
+pub async fn query_posted(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    form: Result<axum::Form<QueryParams>, axum::extract::rejection::FormRejection>,
+) -> Result<Response, ApiError> {
+    let Path(version) = path?;
+    let version = ApiVersion::parse(&version)?;
+    let axum::Form(params) = form.map_err(|e| {
+        malformed(format!(
+            "The body must be a form with the query as q: {}",
+            e.body_text()
+        ))
+    })?;
+    let text = params
+        .q
+        .as_deref()
+        .filter(|q| !q.trim().is_empty())
+        .ok_or_else(|| malformed("A query string has to be specified"))?;
+    let batch = batch_size(&headers)?;
+    answer(
+        &state,
+        version,
+        Cursor {
+            text,
+            offset: 0,
+            batch,
+        },
+    )
+    .await
+}
+
 /// `…/query/{locator}`: the next batch of an earlier answer (its `nextRecordsUrl`).
 pub async fn query_more(
     State(state): State<AppState>,
@@ -294,16 +329,20 @@ fn filter(def: &'static ObjectDef, expr: &Expr) -> Result<Filter, ApiError> {
         // `f IN (a, b)` is `f = a OR f = b`, null included as `f = null`.
         Expr::In { path, values } => {
             let column = column(def, path)?;
-            let mut any = Vec::with_capacity(values.len());
+            let mut literals = Vec::with_capacity(values.len());
+            let mut null = false;
             for value in values {
-                any.push(match literal(value)? {
-                    None => column.is_null(false),
-                    Some(lit) => column
-                        .compare(store::Op::Eq, lit)
-                        .map_err(|m| mismatch(&column, m))?,
-                });
+                match literal(value)? {
+                    None => null = true,
+                    Some(lit) => literals.push(lit),
+                }
             }
-            Filter::Or(any)
+            let listed = column.one_of(literals).map_err(|m| mismatch(&column, m))?;
+            if null {
+                Filter::Or(vec![listed, column.is_null(false)])
+            } else {
+                listed
+            }
         }
     })
 }

@@ -6,6 +6,11 @@
 //! match it; one that does not match is handed to a person (a process exception) and
 //! changes no money. Each is logged as a notification. Adyen expects the body
 //! `[accepted]` once a delivery is stored.
+//!
+//! The endpoint is open (Adyen signs, it does not log in), so what one request can cost
+//! is bounded: at most [`MAX_ITEMS`] items per delivery (more is 400 `LIMIT_EXCEEDED`,
+//! before any lookup), and one summary WARN per delivery for items that name no Adyen
+//! refund, whatever their number.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -20,6 +25,10 @@ use refunds_store::refunds::{find_refund_work, RefundWork};
 use crate::error::ApiError;
 use crate::AppState;
 
+/// Notification items in one delivery (Adyen sends one per delivery, a few at most); a
+/// larger delivery is refused before any item is looked up.
+pub const MAX_ITEMS: usize = 100;
+
 fn unauthorized(message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "INVALID_SIGNATURE", message)
 }
@@ -30,20 +39,36 @@ pub async fn adyen(
 ) -> Result<Response, ApiError> {
     let body = body?;
     // Only a JSON object is a delivery: serde would also read an array into the struct,
-    // field by field, and accept `[[]]` as a notification with no items.
-    let items = match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body) {
-        Ok(_) => parse_notification(&body),
-        Err(e) => Err(format!("not an Adyen notification: {e}")),
+    // field by field, and accept `[[]]` as a notification with no items. It is checked
+    // as every body is (no key twice, bounded nesting) before Adyen's shape is read.
+    let delivery = crate::body::object(&body)?;
+    let count = delivery
+        .get("notificationItems")
+        .and_then(serde_json::Value::as_array)
+        .map_or(0, Vec::len);
+    if count > MAX_ITEMS {
+        tracing::warn!(
+            items = count,
+            "Adyen delivery with more than {MAX_ITEMS} items: rejected"
+        );
+        return Err(ApiError::bad_request(
+            "LIMIT_EXCEEDED",
+            format!("A delivery may hold at most {MAX_ITEMS} notification items"),
+        ));
     }
-    .map_err(ApiError::json_parser)?;
+    let items = parse_notification(&body).map_err(ApiError::json_parser)?;
     let mut verified: Vec<(NotificationItem, RefundWork)> = Vec::new();
+    // An unauthenticated caller can name any reference: what it cannot match is counted
+    // and logged once per delivery, never once per item.
+    let mut unknown = 0usize;
+    let mut other_provider = 0usize;
     for item in items.into_iter().filter(NotificationItem::is_refund_event) {
         let Some(w) = find_refund_work(&state.db, &item.merchant_reference).await? else {
-            tracing::warn!(reference = %item.merchant_reference, "Adyen notification for an unknown refund: ignored");
+            unknown += 1;
             continue;
         };
         if w.provider_type != "Adyen" {
-            tracing::warn!(refund = %w.id, "Adyen notification for a refund of another provider: ignored");
+            other_provider += 1;
             continue;
         }
         let key = w
@@ -59,6 +84,13 @@ pub async fn adyen(
             return Err(unauthorized("The notification's HMAC signature is invalid"));
         }
         verified.push((item, w));
+    }
+    if unknown + other_provider > 0 {
+        tracing::warn!(
+            unknown_refunds = unknown,
+            other_providers = other_provider,
+            "Adyen notification items that name no Adyen refund: ignored"
+        );
     }
     for (item, w) in verified {
         let success = item.succeeded();

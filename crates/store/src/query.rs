@@ -103,23 +103,39 @@ impl Column {
     /// `self op literal`, with the literal converted to the field's stored form; fails
     /// when the literal's type does not fit the field.
     pub fn compare(self, op: Op, literal: Literal) -> Result<Filter, Mismatch> {
-        let value = match (self.field.kind, literal) {
-            (FieldKind::Id | FieldKind::Reference(_), Literal::Text(s)) => match SfId::parse(&s) {
-                // Stored ids are 18 chars; a 15-char id names the same record.
-                Ok(id) => Typed::Id(id.into_string()),
-                Err(_) => return Err(Mismatch::InvalidId(s)),
-            },
-            (FieldKind::Text | FieldKind::Picklist(_), Literal::Text(s)) => Typed::Text(s),
-            (FieldKind::Money, Literal::Number(n)) => Typed::Money(n),
-            (FieldKind::Int, Literal::Number(n)) => Typed::Whole(n),
-            (FieldKind::DateTime, Literal::DateTime(ms)) => Typed::Instant(ms),
-            (kind, _) => return Err(Mismatch::Type(kind)),
-        };
         Ok(Filter::Compare(Comparison {
             column: self,
             op,
-            value,
+            value: self.typed(literal)?,
         }))
+    }
+
+    /// `self IN (literals)`: equal to any of them (none: matches nothing). Compiled as one
+    /// flat SQL `IN` list, so its length adds nothing to SQLite's expression depth.
+    pub fn one_of(self, literals: Vec<Literal>) -> Result<Filter, Mismatch> {
+        let values = literals
+            .into_iter()
+            .map(|l| self.typed(l).map(Typed))
+            .collect::<Result<_, _>>()?;
+        Ok(Filter::In {
+            column: self,
+            values,
+        })
+    }
+
+    fn typed(self, literal: Literal) -> Result<TypedValue, Mismatch> {
+        Ok(match (self.field.kind, literal) {
+            (FieldKind::Id | FieldKind::Reference(_), Literal::Text(s)) => match SfId::parse(&s) {
+                // Stored ids are 18 chars; a 15-char id names the same record.
+                Ok(id) => TypedValue::Id(id.into_string()),
+                Err(_) => return Err(Mismatch::InvalidId(s)),
+            },
+            (FieldKind::Text | FieldKind::Picklist(_), Literal::Text(s)) => TypedValue::Text(s),
+            (FieldKind::Money, Literal::Number(n)) => TypedValue::Money(n),
+            (FieldKind::Int, Literal::Number(n)) => TypedValue::Whole(n),
+            (FieldKind::DateTime, Literal::DateTime(ms)) => TypedValue::Instant(ms),
+            (kind, _) => return Err(Mismatch::Type(kind)),
+        })
     }
 }
 
@@ -165,8 +181,12 @@ pub enum Mismatch {
     InvalidId(String),
 }
 
+/// A literal converted to its field's stored form.
 #[derive(Clone, Debug)]
-enum Typed {
+pub struct Typed(TypedValue);
+
+#[derive(Clone, Debug)]
+enum TypedValue {
     /// Compared case-insensitively, as SOQL compares strings.
     Text(String),
     Id(String),
@@ -181,15 +201,23 @@ enum Typed {
 pub struct Comparison {
     column: Column,
     op: Op,
-    value: Typed,
+    value: TypedValue,
 }
 
 #[derive(Clone, Debug)]
 pub enum Filter {
     And(Vec<Filter>),
     Or(Vec<Filter>),
-    Null { column: Column, negated: bool },
+    Null {
+        column: Column,
+        negated: bool,
+    },
     Compare(Comparison),
+    /// Equal to one of the values (built by [`Column::one_of`]).
+    In {
+        column: Column,
+        values: Vec<Typed>,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -11,8 +11,27 @@
 //!
 //! Keywords are case-insensitive. Anything else (`*`, functions, subqueries, LIKE, NOT,
 //! OFFSET, bind variables, `;`) is a syntax error: nothing here is ever passed on as text.
+//!
+//! The parser is recursive, so the text bounds what it does: at most [`MAX_DEPTH`]
+//! levels of parentheses, [`MAX_CONDITIONS`] comparisons, [`MAX_IN_ITEMS`] values in one
+//! `IN` list and [`MAX_VALUES`] literal values in all. Past a bound the text is a syntax
+//! error (`MALFORMED_QUERY`) before anything is built for it; within them the store's SQL
+//! runs on both databases (`crates/store/src/query/sql.rs`).
 
 use refunds_store::query::Op;
+
+/// The longest query text, in characters (Salesforce's limit).
+pub const MAX_TEXT_CHARS: usize = 100_000;
+/// Parentheses nested deeper than this are refused.
+pub const MAX_DEPTH: usize = 100;
+/// Comparisons (`f op v` and `f IN (…)`, each one) in a WHERE clause.
+pub const MAX_CONDITIONS: usize = 500;
+/// Values in one `IN` list.
+pub const MAX_IN_ITEMS: usize = 1_000;
+/// Literal values in a WHERE clause, over all its comparisons and `IN` lists: what keeps
+/// the bound parameters of the SQL (up to four per money value, one per currency
+/// exponent) under SQLite's 32,766.
+pub const MAX_VALUES: usize = 4_000;
 
 /// Where (byte offset into the query) and why the text is not in the subset.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -311,6 +330,10 @@ struct Parser<'a> {
     text: &'a str,
     tokens: Vec<Token>,
     next: usize,
+    /// Open parentheses around the current position.
+    depth: usize,
+    conditions: usize,
+    values: usize,
 }
 
 impl Parser<'_> {
@@ -428,24 +451,66 @@ impl Parser<'_> {
         Ok(flatten(parts, Expr::And))
     }
 
+    /// Where the current token starts (the end of the text after the last).
+    fn here(&self) -> usize {
+        self.tokens.get(self.next).map_or(self.text.len(), |t| t.at)
+    }
+
+    /// Counts one literal value against [`MAX_VALUES`].
+    fn value(&mut self) -> Result<Lit, SyntaxError> {
+        self.values += 1;
+        if self.values > MAX_VALUES {
+            return Err(error(
+                self.here(),
+                format!("too many values: a query may have at most {MAX_VALUES}"),
+            ));
+        }
+        self.literal()
+    }
+
     fn atom(&mut self) -> Result<Expr, SyntaxError> {
-        if self.eat(&Tok::Open) {
+        if self.peek() == Some(&Tok::Open) {
+            if self.depth >= MAX_DEPTH {
+                return Err(error(
+                    self.here(),
+                    format!(
+                        "conditions nested too deeply: at most {MAX_DEPTH} levels of parentheses"
+                    ),
+                ));
+            }
+            self.next += 1;
+            self.depth += 1;
             let inner = self.or()?;
             self.expect(&Tok::Close)?;
+            self.depth -= 1;
             return Ok(inner);
+        }
+        let at = self.here();
+        self.conditions += 1;
+        if self.conditions > MAX_CONDITIONS {
+            return Err(error(
+                at,
+                format!("too many conditions: a WHERE clause may have at most {MAX_CONDITIONS}"),
+            ));
         }
         let path = self.path()?;
         if let Some(Tok::Cmp(op)) = self.peek() {
             let op = *op;
             self.next += 1;
-            let value = self.literal()?;
+            let value = self.value()?;
             return Ok(Expr::Compare { path, op, value });
         }
         self.keyword("IN")?;
         self.expect(&Tok::Open)?;
-        let mut values = vec![self.literal()?];
+        let mut values = vec![self.value()?];
         while self.eat(&Tok::Comma) {
-            values.push(self.literal()?);
+            if values.len() >= MAX_IN_ITEMS {
+                return Err(error(
+                    self.here(),
+                    format!("too many values in an IN list: at most {MAX_IN_ITEMS}"),
+                ));
+            }
+            values.push(self.value()?);
         }
         self.expect(&Tok::Close)?;
         Ok(Expr::In { path, values })
@@ -475,10 +540,20 @@ fn flatten(mut parts: Vec<Expr>, join: fn(Vec<Expr>) -> Expr) -> Expr {
 }
 
 pub fn parse(text: &str) -> Result<Soql, SyntaxError> {
+    // Counted before anything else is done with the text.
+    if text.chars().nth(MAX_TEXT_CHARS).is_some() {
+        return Err(error(
+            0,
+            format!("the query is too long: at most {MAX_TEXT_CHARS} characters"),
+        ));
+    }
     let mut p = Parser {
         text,
         tokens: lex(text)?,
         next: 0,
+        depth: 0,
+        conditions: 0,
+        values: 0,
     };
     p.keyword("SELECT")?;
     let mut select = vec![p.path()?];

@@ -6,7 +6,7 @@ use sqlx::any::AnyArguments;
 use sqlx::Any;
 
 use super::number::{exponents, Scaled};
-use super::{Column, Comparison, Filter, Op, Order, Query, Relationship, Typed};
+use super::{Column, Comparison, Filter, Op, Order, Query, Relationship, Typed, TypedValue};
 use crate::schema::{FieldDef, FieldKind, ObjectDef};
 use crate::{Backend, Result, StoreError};
 
@@ -194,8 +194,9 @@ impl Compiler {
                     .iter()
                     .map(|p| self.filter(p))
                     .collect::<Result<_>>()?;
-                format!("({})", parts.join(joiner))
+                balanced(&parts, joiner)
             }
+            Filter::In { column, values } => self.one_of(column, values)?,
             Filter::Null { column, negated } => {
                 let (expr, _) = self.column(column)?;
                 let not = if *negated { "NOT " } else { "" };
@@ -209,7 +210,7 @@ impl Compiler {
         let (expr, cur) = self.column(&c.column)?;
         let op = c.op;
         let plain = match &c.value {
-            Typed::Text(s) => {
+            TypedValue::Text(s) => {
                 let p = self.bind(Bind::Text(s.clone()));
                 let left = format!("UPPER({expr})");
                 let left = if matches!(op, Op::Eq | Op::Ne) {
@@ -219,7 +220,7 @@ impl Compiler {
                 };
                 format!("{left} {} UPPER({p})", op.sql())
             }
-            Typed::Id(id) => {
+            TypedValue::Id(id) => {
                 let p = self.bind(Bind::Text(id.clone()));
                 let left = if matches!(op, Op::Eq | Op::Ne) {
                     expr.clone()
@@ -228,12 +229,12 @@ impl Compiler {
                 };
                 format!("{left} {} {p}", op.sql())
             }
-            Typed::Instant(ms) => {
+            TypedValue::Instant(ms) => {
                 let p = self.bind(Bind::Int(*ms));
                 format!("{expr} {} {p}", op.sql())
             }
-            Typed::Whole(n) => return Ok(self.numeric(&expr, op, n.scaled(0))),
-            Typed::Money(n) => {
+            TypedValue::Whole(n) => return Ok(self.numeric(&expr, op, n.scaled(0))),
+            TypedValue::Money(n) => {
                 let n = *n;
                 return Ok(self.per_currency(&cur, |this, exponent| {
                     this.numeric(&expr, op, n.scaled(exponent))
@@ -241,6 +242,72 @@ impl Compiler {
             }
         };
         Ok(or_null(plain, &expr, op))
+    }
+
+    /// `column IN (…)` as flat SQL `IN` lists: one for text, ids and datetimes; for money
+    /// one per currency exponent, of the values that are whole minor units there.
+    fn one_of(&mut self, column: &Column, values: &[Typed]) -> Result<String> {
+        let (expr, cur) = self.column(column)?;
+        let mut texts = Vec::new();
+        let mut ids = Vec::new();
+        let mut instants = Vec::new();
+        let mut wholes = Vec::new();
+        let mut money = Vec::new();
+        for Typed(value) in values {
+            match value {
+                TypedValue::Text(s) => texts.push(s.clone()),
+                TypedValue::Id(s) => ids.push(s.clone()),
+                TypedValue::Instant(ms) => instants.push(*ms),
+                TypedValue::Whole(n) => wholes.push(*n),
+                TypedValue::Money(n) => money.push(*n),
+            }
+        }
+        let mut any = Vec::new();
+        if !texts.is_empty() {
+            let params: Vec<String> = texts
+                .into_iter()
+                .map(|s| format!("UPPER({})", self.bind(Bind::Text(s))))
+                .collect();
+            any.push(format!("UPPER({expr}) IN ({})", params.join(", ")));
+        }
+        if !ids.is_empty() {
+            let params: Vec<String> = ids.into_iter().map(|s| self.bind(Bind::Text(s))).collect();
+            any.push(format!("{expr} IN ({})", params.join(", ")));
+        }
+        let exact = |values: &[super::Number], exponent: u32| -> Vec<i64> {
+            values
+                .iter()
+                .filter_map(|n| match n.scaled(exponent) {
+                    Scaled::Exact(minor) => Some(minor),
+                    _ => None,
+                })
+                .collect()
+        };
+        instants.extend(exact(&wholes, 0));
+        if !instants.is_empty() {
+            any.push(self.int_list(&expr, instants));
+        }
+        if !money.is_empty() {
+            any.push(self.per_currency(&cur, |this, exponent| {
+                this.int_list(&expr, exact(&money, exponent))
+            }));
+        }
+        Ok(if any.is_empty() {
+            FALSE.to_string()
+        } else {
+            balanced(&any, " OR ")
+        })
+    }
+
+    fn int_list(&mut self, expr: &str, values: Vec<i64>) -> String {
+        if values.is_empty() {
+            return FALSE.to_string();
+        }
+        let params: Vec<String> = values
+            .into_iter()
+            .map(|n| self.bind(Bind::Int(n)))
+            .collect();
+        format!("{expr} IN ({})", params.join(", "))
     }
 
     /// `expr op value` for an integer column and a value that may fall between integers
@@ -298,6 +365,24 @@ impl Compiler {
             }
         }
         Ok(keys)
+    }
+}
+
+/// `parts` joined by `joiner` as a balanced tree of parenthesised pairs: a chain of n
+/// conditions nests log2(n) deep instead of n, under SQLite's expression-depth limit
+/// (1000) and PostgreSQL's stack for whatever the parser accepts.
+fn balanced(parts: &[String], joiner: &str) -> String {
+    match parts {
+        [] => TRUE.to_string(),
+        [one] => one.clone(),
+        _ => {
+            let (left, right) = parts.split_at(parts.len() / 2);
+            format!(
+                "({}{joiner}{})",
+                balanced(left, joiner),
+                balanced(right, joiner)
+            )
+        }
     }
 }
 
