@@ -12,6 +12,7 @@ mod ensure_refunds;
 mod error;
 pub mod metrics;
 mod render;
+pub mod server;
 mod sobjects;
 mod soql;
 pub mod tls;

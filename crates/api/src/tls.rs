@@ -4,14 +4,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::rustls::{self, ServerConfig};
-use tokio_rustls::TlsAcceptor;
+
+use crate::server::HttpLimits;
 
 /// Loads a PEM certificate chain and private key into a server configuration.
 pub fn config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
@@ -35,42 +34,12 @@ pub fn config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
 }
 
 /// Accepts TLS connections until `shutdown` turns true; connections in flight finish.
+/// The server's default [`HttpLimits`] apply (see [`crate::server`]).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     config: Arc<ServerConfig>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let acceptor = TlsAcceptor::from(config);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                continue;
-            }
-        };
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
-        tokio::spawn(async move {
-            // A failed handshake is the client's problem: log it and drop the connection.
-            let stream = match acceptor.accept(tcp).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-            };
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
+    crate::server::serve(listener, app, HttpLimits::default(), Some(config), shutdown).await
 }

@@ -43,6 +43,8 @@ enum Command {
         #[arg(long, env = "REFUNDS_TLS_KEY", requires = "tls_cert")]
         tls_key: Option<std::path::PathBuf>,
         #[command(flatten)]
+        http: refunds_api::server::HttpArgs,
+        #[command(flatten)]
         common: Common,
     },
     /// Run workers only (several processes may share one PostgreSQL database).
@@ -322,8 +324,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             public_url,
             tls_cert,
             tls_key,
+            http,
             common,
         } => {
+            let limits = http.limits().map_err(anyhow::Error::msg)?;
             let tls = match (&tls_cert, &tls_key) {
                 (Some(cert), Some(key)) => {
                     Some(refunds_api::tls::config(cert, key).map_err(anyhow::Error::msg)?)
@@ -351,19 +355,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tls: tls.is_some(),
                 ..AppState::new(db, queue)
             };
-            match tls {
-                Some(config) => {
-                    refunds_api::tls::serve(listener, router(state), config, shutdown.clone()).await
-                }
-                None => {
-                    let mut stop = shutdown.clone();
-                    axum::serve(listener, router(state))
-                        .with_graceful_shutdown(async move {
-                            let _ = stop.wait_for(|s| *s).await;
-                        })
-                        .await?;
-                }
-            }
+            refunds_api::server::serve(listener, router(state), limits, tls, shutdown.clone())
+                .await;
             workers.await?;
         }
     }
