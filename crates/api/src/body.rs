@@ -18,8 +18,13 @@ use crate::error::ApiError;
 /// three levels at most).
 pub const MAX_JSON_DEPTH: usize = 32;
 
+/// How serde_json (with `arbitrary_precision`) hands a number's exact text to a visitor:
+/// as a map with this one key.
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
 /// Checks one JSON value: no key twice in an object, nesting within [`MAX_JSON_DEPTH`].
 struct Checked {
+    /// Arrays and objects around this value.
     depth: usize,
 }
 
@@ -32,7 +37,8 @@ impl<'de> DeserializeSeed<'de> for Checked {
 }
 
 impl Checked {
-    fn inner<E: de::Error>(&self) -> Result<Checked, E> {
+    /// The checker for the values of an array or object at this depth.
+    fn inside<E: de::Error>(&self) -> Result<Checked, E> {
         if self.depth >= MAX_JSON_DEPTH {
             return Err(E::custom(format_args!(
                 "nested more than {MAX_JSON_DEPTH} levels deep"
@@ -71,18 +77,31 @@ impl<'de> Visitor<'de> for Checked {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(self.inner()?)?.is_some() {}
+        let inside = self.inside()?;
+        while seq
+            .next_element_seed(Checked {
+                depth: inside.depth,
+            })?
+            .is_some()
+        {}
         Ok(())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut key = map.next_key::<std::borrow::Cow<'de, str>>()?;
+        if key.as_deref() == Some(NUMBER_TOKEN) {
+            return map.next_value::<de::IgnoredAny>().map(|_| ());
+        }
+        let inside = self.inside()?;
         let mut seen: HashSet<String> = HashSet::new();
-        // (a number's exact text also arrives as a one-key map: arbitrary_precision)
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if !seen.insert(key.to_string()) {
-                return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
+        while let Some(name) = key {
+            if !seen.insert(name.to_string()) {
+                return Err(de::Error::custom(format_args!("duplicate key {name:?}")));
             }
-            map.next_value_seed(self.inner()?)?;
+            map.next_value_seed(Checked {
+                depth: inside.depth,
+            })?;
+            key = map.next_key()?;
         }
         Ok(())
     }
