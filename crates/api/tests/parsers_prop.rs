@@ -68,10 +68,15 @@ where
     });
     match result {
         Ok(()) => {}
-        Err(TestError::Fail(reason, input)) => panic!(
-            "property {name} failed (seed {}): {reason}\nminimal input: {input:?}",
-            hex::encode(seed)
-        ),
+        Err(TestError::Fail(reason, input)) => {
+            let input = format!("{input:?}");
+            let shown: String = input.chars().take(2_000).collect();
+            panic!(
+                "property {name} failed (seed {}): {reason}\nminimal input ({} chars): {shown}",
+                hex::encode(seed),
+                input.chars().count()
+            )
+        }
         Err(TestError::Abort(reason)) => panic!("property {name} aborted: {reason}"),
     }
 }
@@ -104,7 +109,8 @@ fn well_formed(answer: &Raw, with_output: bool) -> Result<bool, TestCaseError> {
     let message = items[0]["message"].as_str().unwrap_or("");
     prop_assert!(!code.is_empty() && !message.is_empty(), "{}", body);
     prop_assert!(!message.contains("panicked"), "{}", body);
-    if with_output {
+    // (a refused token is refused before any resource, in the plain shape)
+    if with_output && code != "INVALID_SESSION_ID" {
         prop_assert_eq!(
             &items[0]["output"]["errors"][0]["errorCode"],
             &json!(code),
@@ -144,6 +150,10 @@ async fn refused_changes_nothing(
     headers: &[(&str, &str)],
     with_output: bool,
 ) -> Result<(), TestCaseError> {
+    if path.len() > MAX_URI {
+        // Never reaches the router: hyper answers 414 (`server_http.rs` checks its body).
+        return Ok(());
+    }
     let before = written(app).await;
     let answer = raw(app, method, path, body, headers).await;
     if !well_formed(&answer, with_output)? {
@@ -151,6 +161,9 @@ async fn refused_changes_nothing(
     }
     Ok(())
 }
+
+/// hyper's (and the `http` crate's) longest request target.
+const MAX_URI: usize = 65_534;
 
 fn percent(text: &str) -> String {
     let mut out = String::new();
