@@ -5,12 +5,16 @@
 //! transaction, and render. The API never calls a payment provider and never changes a
 //! refund's money itself: it records requests for the workers, and hands a provider's
 //! notification or a person's settlement to the queue's settlement code.
+//!
+//! [`server::serve`] serves the router with the timeouts and connection limit of
+//! [`server::HttpLimits`]; every bound on a request is listed in README's "Limits".
 
 pub mod auth;
 mod body;
 mod ensure_refunds;
 mod error;
 pub mod metrics;
+pub mod openapi;
 mod render;
 pub mod server;
 mod sobjects;
@@ -87,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/services/data", get(versions))
+        .route("/openapi.json", get(openapi::document))
         .route("/services/oauth2/token", post(auth::token))
         .route("/webhooks/adyen", post(webhooks::adyen))
         .nest("/services/data", data)

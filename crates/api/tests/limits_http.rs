@@ -115,7 +115,7 @@ async fn soql_nesting_is_bounded(backend: Backend) {
     let id = gateway(&app, "hit").await;
     assert_eq!(
         ids(&get_query(&app, &nested(MAX_DEPTH, "hit")).await),
-        [id.clone()]
+        [id.as_str()]
     );
     refused(
         &get_query(&app, &nested(MAX_DEPTH + 1, "hit")).await,
@@ -156,7 +156,7 @@ async fn in_lists_are_bounded_and_run(backend: Backend) {
         );
         assert_eq!(
             ids(&get_query(&app, &soql).await),
-            [id.clone()],
+            [id.as_str()],
             "{n} items"
         );
     }
@@ -207,7 +207,7 @@ async fn condition_chains_are_bounded_and_run(backend: Backend) {
     for join in ["OR", "AND"] {
         assert_eq!(
             ids(&get_query(&app, &chain(MAX_CONDITIONS, join)).await),
-            [id.clone()],
+            [id.as_str()],
             "{join}"
         );
         refused(
@@ -235,7 +235,7 @@ async fn query_text_length_is_bounded(backend: Backend) {
     };
     let edge = padded(MAX_TEXT_CHARS);
     assert_eq!(edge.chars().count(), MAX_TEXT_CHARS);
-    assert_eq!(ids(&post_query(&app, &edge).await), [id.clone()]);
+    assert_eq!(ids(&post_query(&app, &edge).await), [id.as_str()]);
     refused(
         &post_query(&app, &padded(MAX_TEXT_CHARS + 1)).await,
         "too long",
