@@ -39,7 +39,7 @@ fn version_param() -> Value {
         .collect();
     json!({"name": "version", "in": "path", "required": true,
            "description": "The API version, v48.0 to v67.0",
-           "schema": {"type": "string", "examples": [versions.last()]}})
+           "schema": {"type": "string", "enum": versions}})
 }
 
 fn json_body(schema: Value) -> Value {

@@ -736,7 +736,18 @@ async fn every_error_is_a_salesforce_error(backend: Backend) {
         ))
         .await;
     assert_plain_error(status, &value, StatusCode::NOT_FOUND, "NOT_FOUND", None);
+    // A POSTed query is a form (`q=…`), not JSON; other methods are not allowed.
     let (status, value) = app.post(&format!("{V}/query"), &json!({})).await;
+    assert_plain_error(
+        status,
+        &value,
+        StatusCode::BAD_REQUEST,
+        "MALFORMED_QUERY",
+        None,
+    );
+    let (status, value) = app
+        .call(Method::PUT, &format!("{V}/query"), Some("{}"), &[])
+        .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{value}");
 
     // Locators that are not ours, or carry a batch size we never hand out.
