@@ -12,6 +12,7 @@ mod ensure_refunds;
 mod error;
 pub mod metrics;
 mod render;
+pub mod security;
 mod sobjects;
 mod soql;
 pub mod tls;
@@ -46,6 +47,10 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// Whether this server speaks HTTPS (for the default `instance_url`).
     pub tls: bool,
+    /// The hosts a payment gateway may call (checked when a gateway is written).
+    pub gateway_hosts: std::sync::Arc<refunds_gateway::HostPolicy>,
+    /// Gateways found at start-up to break the security rules (reported by `/readyz`).
+    pub gateway_violations: std::sync::Arc<Vec<security::Violation>>,
 }
 
 impl AppState {
@@ -57,6 +62,8 @@ impl AppState {
             auth: std::sync::Arc::new(auth::Auth::new(Duration::from_secs(2 * 3600))),
             public_url: None,
             tls: false,
+            gateway_hosts: Default::default(),
+            gateway_violations: Default::default(),
         }
     }
 }
@@ -149,7 +156,10 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    healthz(State(state)).await
+    if state.gateway_violations.is_empty() || !state.db.is_migrated().await {
+        return healthz(State(state)).await;
+    }
+    security::readiness(&state.gateway_violations)
 }
 
 async fn versions() -> Response {

@@ -55,7 +55,11 @@ pub async fn serve(
             }
         };
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
+        // The peer address is what login throttling counts by.
+        let service = TowerToHyperService::new(
+            app.clone()
+                .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
+        );
         tokio::spawn(async move {
             // A failed handshake is the client's problem: log it and drop the connection.
             let stream = match acceptor.accept(tcp).await {
