@@ -3,7 +3,9 @@
 //!
 //! An adapter only builds requests and maps answers; it never touches the database and
 //! never decides what to refund. Whatever it puts in an [`Outcome`]'s raw request and
-//! response ends up in the gateway log, so secrets must be removed before that.
+//! response ends up in the gateway log, so secrets must be removed before that. A gateway is
+//! called only at a host its [`HostPolicy`] allows, and its secret is read only from a
+//! `REFUNDS_SECRET_…` variable.
 
 pub mod adyen;
 pub mod hosts;

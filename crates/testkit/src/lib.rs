@@ -1,4 +1,6 @@
-//! Test support: a fresh database per test on each backend, the app in process, and
+//! Test support: a fresh database per test on each backend, the app in process (with a
+//! standard token for requests and an administrative one for creating payment gateways,
+//! and loopback among the gateway hosts, where the stand-in providers listen), and
 //! fixtures that load an order through the public API.
 //!
 //! PostgreSQL tests read `REFUNDS_TEST_POSTGRES_URL` (a server URL whose user may create
