@@ -2,7 +2,8 @@
 //! token (the routes are read from the router's source, not hand-picked); only
 //! administrative principals create or change payment gateways; a gateway names only
 //! `REFUNDS_SECRET_…` variables and only allowed hosts; a stored gateway that breaks the
-//! rules is reported by `/readyz` and its refunds are never sent.
+//! rules is reported by `/readyz` and its refunds are never sent; no secret the app saw is
+//! in a stored record or in what the API answers about it, on either database.
 
 mod common;
 
@@ -493,7 +494,97 @@ async fn stored_gateways_that_break_the_rules_are_reported_and_not_called(backen
     assert!(!text.contains("sk_test_must_never_be_sent"));
 }
 
+/// Every text value of every table of the app's database.
+async fn stored_text(app: &TestApp, backend: Backend) -> String {
+    use sqlx::Row;
+    let tables: Vec<String> = sqlx::query_scalar(match backend {
+        Backend::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'table'",
+        Backend::Postgres => {
+            "SELECT CAST(table_name AS TEXT) FROM information_schema.tables WHERE table_schema = current_schema()"
+        }
+    })
+    .fetch_all(app.db.pool())
+    .await
+    .unwrap();
+    assert!(tables.len() > 10, "{tables:?}");
+    let mut out = String::new();
+    for table in tables {
+        for row in sqlx::query(&format!("SELECT * FROM {table}"))
+            .fetch_all(app.db.pool())
+            .await
+            .unwrap()
+        {
+            for i in 0..row.len() {
+                if let Ok(Some(text)) = row.try_get::<Option<String>, _>(i) {
+                    out.push_str(&text);
+                    out.push('\n');
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The plain, hex and base64 forms of a secret.
+fn forms(secret: &str) -> Vec<String> {
+    use base64::Engine;
+    vec![
+        secret.to_string(),
+        hex::encode(secret),
+        base64::engine::general_purpose::STANDARD.encode(secret),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret),
+    ]
+}
+
+/// Secrets the app saw (a provider key used for a real refund over HTTP, client secrets,
+/// a password, tokens) are not in any stored record nor in what the API answers about them.
+async fn stored_records_hold_no_secret(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let sim = refunds_testkit::StripeSimulator::start().await;
+    let key = format!("sk_test_{:032x}", rand::random::<u128>());
+    let env = format!("REFUNDS_SECRET_TEST_STORED_{backend:?}").to_ascii_uppercase();
+    std::env::set_var(&env, &key);
+    let gateway = app
+        .gateway(json!({"PaymentGatewayName": "Stripe", "ProviderType": "Stripe",
+                        "BaseUrl": sim.base_url, "MerchantCredentialEnv": env, "TimeoutMs": 5000}))
+        .await;
+    let (client_id, client_secret) = refunds_api::auth::create_client(&app.db, "keeper", Role::Standard)
+        .await
+        .unwrap()
+        .unwrap();
+    let password = refunds_api::auth::create_user(&app.db, "keeper@example.com", Role::Standard)
+        .await
+        .unwrap()
+        .unwrap();
+    let order = app.order_on(&gateway, "USD", &["100.00"]).await;
+    let op = app.ensure(&order, json!({"excessFundsAmount": 12.34})).await;
+    app.settle().await;
+    let refunds = app.refunds_of(&op).await;
+    assert_eq!(refunds[0]["Status"], "Processed", "{}", refunds[0]);
+    let mut answers = serde_json::to_string(&refunds).unwrap();
+    answers.push_str(&app.logs_of(refunds[0]["Id"].as_str().unwrap()).await.iter().map(Value::to_string).collect::<String>());
+    answers.push_str(&app.record("PaymentGateway", &gateway).await.to_string());
+    let stored = stored_text(&app, backend).await;
+    assert!(stored.contains(&env), "the variable's name is stored, as it should be");
+    for (name, secret) in [
+        ("provider key", key.as_str()),
+        ("client secret", client_secret.as_str()),
+        ("password", password.as_str()),
+        ("token", app.token.as_str()),
+        ("admin token", app.admin_token.as_str()),
+    ] {
+        for form in forms(secret) {
+            assert!(!stored.contains(&form), "the {name} is stored ({form})");
+            assert!(!answers.contains(&form), "the {name} is answered ({form})");
+        }
+    }
+    assert!(stored.contains(&client_id), "client ids are not secrets, and are stored");
+}
+
 backend_tests!(
+    stored_records_hold_no_secret,
     every_data_route_refuses_bad_tokens,
     standard_principals_cannot_create_or_change_gateways,
     the_role_is_the_principals,
