@@ -547,27 +547,41 @@ async fn stored_records_hold_no_secret(backend: Backend) {
     let env = format!("REFUNDS_SECRET_TEST_STORED_{backend:?}").to_ascii_uppercase();
     std::env::set_var(&env, &key);
     let gateway = app
-        .gateway(json!({"PaymentGatewayName": "Stripe", "ProviderType": "Stripe",
-                        "BaseUrl": sim.base_url, "MerchantCredentialEnv": env, "TimeoutMs": 5000}))
+        .gateway(
+            json!({"PaymentGatewayName": "Stripe", "ProviderType": "Stripe",
+                        "BaseUrl": sim.base_url, "MerchantCredentialEnv": env, "TimeoutMs": 5000}),
+        )
         .await;
-    let (client_id, client_secret) = refunds_api::auth::create_client(&app.db, "keeper", Role::Standard)
-        .await
-        .unwrap()
-        .unwrap();
+    let (client_id, client_secret) =
+        refunds_api::auth::create_client(&app.db, "keeper", Role::Standard)
+            .await
+            .unwrap()
+            .unwrap();
     let password = refunds_api::auth::create_user(&app.db, "keeper@example.com", Role::Standard)
         .await
         .unwrap()
         .unwrap();
     let order = app.order_on(&gateway, "USD", &["100.00"]).await;
-    let op = app.ensure(&order, json!({"excessFundsAmount": 12.34})).await;
+    let op = app
+        .ensure(&order, json!({"excessFundsAmount": 12.34}))
+        .await;
     app.settle().await;
     let refunds = app.refunds_of(&op).await;
     assert_eq!(refunds[0]["Status"], "Processed", "{}", refunds[0]);
     let mut answers = serde_json::to_string(&refunds).unwrap();
-    answers.push_str(&app.logs_of(refunds[0]["Id"].as_str().unwrap()).await.iter().map(Value::to_string).collect::<String>());
+    answers.push_str(
+        &app.logs_of(refunds[0]["Id"].as_str().unwrap())
+            .await
+            .iter()
+            .map(Value::to_string)
+            .collect::<String>(),
+    );
     answers.push_str(&app.record("PaymentGateway", &gateway).await.to_string());
     let stored = stored_text(&app, backend).await;
-    assert!(stored.contains(&env), "the variable's name is stored, as it should be");
+    assert!(
+        stored.contains(&env),
+        "the variable's name is stored, as it should be"
+    );
     for (name, secret) in [
         ("provider key", key.as_str()),
         ("client secret", client_secret.as_str()),
@@ -580,7 +594,10 @@ async fn stored_records_hold_no_secret(backend: Backend) {
             assert!(!answers.contains(&form), "the {name} is answered ({form})");
         }
     }
-    assert!(stored.contains(&client_id), "client ids are not secrets, and are stored");
+    assert!(
+        stored.contains(&client_id),
+        "client ids are not secrets, and are stored"
+    );
 }
 
 backend_tests!(

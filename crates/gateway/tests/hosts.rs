@@ -113,7 +113,14 @@ async fn a_literal_address_that_is_not_listed_gets_no_adapter() {
 #[tokio::test]
 async fn proxy_variables_cannot_route_around_the_resolver() {
     let proxy = stand_in().await;
-    for name in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"] {
+    for name in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
         std::env::set_var(name, proxy.uri());
     }
     std::env::remove_var("NO_PROXY");

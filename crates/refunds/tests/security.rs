@@ -94,8 +94,14 @@ fn encodings(secret: &str) -> Vec<String> {
         secret.to_ascii_lowercase(),
         secret.to_ascii_uppercase(),
         hex::encode(b),
-        secret.chars().map(|c| format!("\\u{:04x}", c as u32)).collect(),
-        secret.chars().map(|c| format!("%{:02X}", c as u32)).collect(),
+        secret
+            .chars()
+            .map(|c| format!("\\u{:04x}", c as u32))
+            .collect(),
+        secret
+            .chars()
+            .map(|c| format!("%{:02X}", c as u32))
+            .collect(),
         secret.chars().rev().collect(),
     ];
     for engine in [
@@ -160,7 +166,10 @@ async fn no_secret_reaches_the_log_the_database_or_an_answer() {
     let mut answers = Answers::default();
     let mut token_answers = Answers::default();
 
-    let login = |form: Vec<(&'static str, String)>| http.post(format!("{base}/services/oauth2/token")).form(&form);
+    let login = |form: Vec<(&'static str, String)>| {
+        http.post(format!("{base}/services/oauth2/token"))
+            .form(&form)
+    };
     let (_, admin_token) = token_answers
         .send(login(vec![
             ("grant_type", "client_credentials".into()),
@@ -210,23 +219,43 @@ async fn no_secret_reaches_the_log_the_database_or_an_answer() {
     assert_eq!(status, 201, "{adyen}");
     // The standard user may not, and gets Salesforce's answer.
     let (status, refused) = answers
-        .send(http.post(format!("{data}/sobjects/PaymentGateway")).bearer_auth(&token).json(&json!({
-            "PaymentGatewayName": "Mine", "ProviderType": "Simulator"})))
+        .send(
+            http.post(format!("{data}/sobjects/PaymentGateway"))
+                .bearer_auth(&token)
+                .json(&json!({
+            "PaymentGatewayName": "Mine", "ProviderType": "Simulator"})),
+        )
         .await;
-    assert_eq!((status, refused[0]["errorCode"].as_str()), (403, Some("INSUFFICIENT_ACCESS_OR_READONLY")));
+    assert_eq!(
+        (status, refused[0]["errorCode"].as_str()),
+        (403, Some("INSUFFICIENT_ACCESS_OR_READONLY"))
+    );
 
     let (_, order) = answers
-        .send(http.post(format!("{data}/sobjects/OrderSummary")).bearer_auth(&token).json(&json!({"OrderNumber": "SEC-1"})))
+        .send(
+            http.post(format!("{data}/sobjects/OrderSummary"))
+                .bearer_auth(&token)
+                .json(&json!({"OrderNumber": "SEC-1"})),
+        )
         .await;
     let order = order["id"].as_str().unwrap().to_string();
     let (_, payment) = answers
-        .send(http.post(format!("{data}/sobjects/Payment")).bearer_auth(&token).json(&json!({
-            "PaymentGatewayId": gateway, "Amount": 100.00, "GatewayRefNumber": "ch_sec_1"})))
+        .send(
+            http.post(format!("{data}/sobjects/Payment"))
+                .bearer_auth(&token)
+                .json(&json!({
+            "PaymentGatewayId": gateway, "Amount": 100.00, "GatewayRefNumber": "ch_sec_1"})),
+        )
         .await;
     let payment = payment["id"].as_str().unwrap().to_string();
     let (status, _) = answers
-        .send(http.post(format!("{data}/commerce/order-management/order-payment-summaries")).bearer_auth(&token)
-            .json(&json!({"orderSummaryId": order, "paymentIds": [payment]})))
+        .send(
+            http.post(format!(
+                "{data}/commerce/order-management/order-payment-summaries"
+            ))
+            .bearer_auth(&token)
+            .json(&json!({"orderSummaryId": order, "paymentIds": [payment]})),
+        )
         .await;
     assert_eq!(status, 201);
     let (status, accepted) = answers
@@ -235,15 +264,24 @@ async fn no_secret_reaches_the_log_the_database_or_an_answer() {
         .await;
     assert_eq!(status, 201, "{accepted}");
     let deadline = Instant::now() + Duration::from_secs(30);
-    let soql = format!("SELECT Id, Status FROM Refund WHERE OrderPaymentSummary.OrderSummaryId = '{order}'");
+    let soql = format!(
+        "SELECT Id, Status FROM Refund WHERE OrderPaymentSummary.OrderSummaryId = '{order}'"
+    );
     loop {
         let (_, found) = answers
-            .send(http.get(format!("{data}/query")).query(&[("q", soql.as_str())]).bearer_auth(&token))
+            .send(
+                http.get(format!("{data}/query"))
+                    .query(&[("q", soql.as_str())])
+                    .bearer_auth(&token),
+            )
             .await;
         if found["records"][0]["Status"] == "Processed" {
             break;
         }
-        assert!(Instant::now() < deadline, "the refund did not complete: {found}");
+        assert!(
+            Instant::now() < deadline,
+            "the refund did not complete: {found}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Read back everything a client could: gateways, logs, the refund.
@@ -256,7 +294,10 @@ async fn no_secret_reaches_the_log_the_database_or_an_answer() {
             .await;
         assert_eq!(status, 200);
     }
-    for q in [format!("{data}/sobjects/PaymentGateway/{gateway}"), format!("{base}/readyz")] {
+    for q in [
+        format!("{data}/sobjects/PaymentGateway/{gateway}"),
+        format!("{base}/readyz"),
+    ] {
         answers.send(http.get(q).bearer_auth(&token)).await;
     }
     drop(server);
@@ -272,7 +313,11 @@ async fn no_secret_reaches_the_log_the_database_or_an_answer() {
         ("user token", token.clone()),
     ];
     let logged = std::fs::read_to_string(&log).unwrap();
-    assert!(logged.contains("provider refund call"), "the log was captured: {}", logged.len());
+    assert!(
+        logged.contains("provider refund call"),
+        "the log was captured: {}",
+        logged.len()
+    );
     assert_absent(&logged, "the log", &secrets);
     let mut stored = Vec::new();
     for file in ["refunds.db", "refunds.db-wal"] {
@@ -281,10 +326,18 @@ async fn no_secret_reaches_the_log_the_database_or_an_answer() {
         }
     }
     assert!(stored.len() > 4096, "the database was read");
-    assert_absent(&String::from_utf8_lossy(&stored), "the database files", &secrets);
+    assert_absent(
+        &String::from_utf8_lossy(&stored),
+        "the database files",
+        &secrets,
+    );
     assert_absent(&answers.0.join("\n"), "the answers", &secrets);
     // The token answers carry their own token, and nothing else.
-    assert_absent(&token_answers.0.join("\n"), "the token answers", &secrets[..6]);
+    assert_absent(
+        &token_answers.0.join("\n"),
+        "the token answers",
+        &secrets[..6],
+    );
 }
 
 #[tokio::test]
@@ -319,8 +372,19 @@ async fn logins_are_throttled_by_the_peer_address_of_the_connection() {
         assert_eq!(answer.status(), 400);
     }
     let secret = field(&credentials, "client_secret");
-    let answer: Value = login(&attacker, secret.clone()).await.unwrap().json().await.unwrap();
-    assert!(answer["error_description"].as_str().unwrap().contains("too many"), "{answer}");
+    let answer: Value = login(&attacker, secret.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        answer["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("too many"),
+        "{answer}"
+    );
     // The real client, on another address of the machine, is not locked out.
     let answer = login(&from("127.0.0.2"), secret).await.unwrap();
     assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
@@ -348,7 +412,14 @@ async fn serve_names_stored_gateways_that_break_the_rules() {
         .await
         .unwrap();
     let gateway = created["id"].as_str().expect("created").to_string();
-    let ready: Value = http.get(format!("{}/readyz", first.base)).send().await.unwrap().json().await.unwrap();
+    let ready: Value = http
+        .get(format!("{}/readyz", first.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(ready, json!({"status": "ok"}));
     drop(first);
     // … and served again under the default list.
@@ -356,7 +427,13 @@ async fn serve_names_stored_gateways_that_break_the_rules() {
     let port = free_port();
     let second = Server {
         child: Command::new(env!("CARGO_BIN_EXE_refunds"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", &database_url(&db)])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--database-url",
+                &database_url(&db),
+            ])
             .env("REFUNDS_LOG", "warn")
             .env_remove("REFUNDS_GATEWAY_HOSTS")
             .stdout(Stdio::null())
@@ -367,12 +444,19 @@ async fn serve_names_stored_gateways_that_break_the_rules() {
         token: String::new(),
     };
     healthy(&http, &second.base).await;
-    let answer = http.get(format!("{}/readyz", second.base)).send().await.unwrap();
+    let answer = http
+        .get(format!("{}/readyz", second.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(answer.status(), 200);
     let ready: Value = answer.json().await.unwrap();
     assert_eq!(ready["status"], "degraded", "{ready}");
     assert_eq!(ready["gatewayViolations"][0]["id"], gateway.as_str());
-    assert_eq!(ready["gatewayViolations"][0]["problems"][0]["field"], "BaseUrl");
+    assert_eq!(
+        ready["gatewayViolations"][0]["problems"][0]["field"],
+        "BaseUrl"
+    );
     let logged = std::fs::read_to_string(&log).unwrap();
     let warning = logged
         .lines()
