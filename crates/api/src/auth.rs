@@ -382,8 +382,16 @@ pub async fn create_client(
     let secret = random_hex(32);
     let hash = hash_secret(&secret).map_err(StoreError::Corrupt)?;
     let id = SfId::generate(ObjectType::ProcessException).into_string();
-    let created =
-        sql::insert_client(db, &id, name, &client_id, &hash, &user_id(), role, now_ms()).await?;
+    let user_id = user_id();
+    let new = sql::NewClient {
+        id: &id,
+        name,
+        client_id: &client_id,
+        secret_hash: &hash,
+        user_id: &user_id,
+        role,
+    };
+    let created = sql::insert_client(db, &new, now_ms()).await?;
     Ok(created.then_some((client_id, secret)))
 }
 

@@ -46,27 +46,30 @@ pub struct UserRow {
     pub password_hash: String,
 }
 
-pub async fn insert_client(
-    db: &Db,
-    id: &str,
-    name: &str,
-    client_id: &str,
-    secret_hash: &str,
-    user_id: &str,
-    role: Role,
-    now: i64,
-) -> Result<bool> {
+/// An API client to insert (the secret only as its argon2 hash).
+#[derive(Clone, Copy, Debug)]
+pub struct NewClient<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub client_id: &'a str,
+    pub secret_hash: &'a str,
+    pub user_id: &'a str,
+    pub role: Role,
+}
+
+/// Inserts a client; false if the name is taken.
+pub async fn insert_client(db: &Db, client: &NewClient<'_>, now: i64) -> Result<bool> {
     let mut tx = db.begin().await?;
     let r = sqlx::query(
         "INSERT INTO api_clients (id, name, client_id, secret_hash, user_id, role, created_date) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
     )
-    .bind(id)
-    .bind(name)
-    .bind(client_id)
-    .bind(secret_hash)
-    .bind(user_id)
-    .bind(role.as_str())
+    .bind(client.id)
+    .bind(client.name)
+    .bind(client.client_id)
+    .bind(client.secret_hash)
+    .bind(client.user_id)
+    .bind(client.role.as_str())
     .bind(now)
     .execute(tx.conn())
     .await?;
