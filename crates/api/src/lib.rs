@@ -16,6 +16,7 @@ mod error;
 pub mod metrics;
 pub mod openapi;
 mod render;
+pub mod security;
 pub mod server;
 mod sobjects;
 mod soql;
@@ -51,6 +52,10 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// Whether this server speaks HTTPS (for the default `instance_url`).
     pub tls: bool,
+    /// The hosts a payment gateway may call (checked when a gateway is written).
+    pub gateway_hosts: std::sync::Arc<refunds_gateway::HostPolicy>,
+    /// Gateways found at start-up to break the security rules (reported by `/readyz`).
+    pub gateway_violations: std::sync::Arc<Vec<security::Violation>>,
 }
 
 impl AppState {
@@ -62,6 +67,8 @@ impl AppState {
             auth: std::sync::Arc::new(auth::Auth::new(Duration::from_secs(2 * 3600))),
             public_url: None,
             tls: false,
+            gateway_hosts: Default::default(),
+            gateway_violations: Default::default(),
         }
     }
 }
@@ -155,7 +162,10 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    healthz(State(state)).await
+    if state.gateway_violations.is_empty() || !state.db.is_migrated().await {
+        return healthz(State(state)).await;
+    }
+    security::readiness(&state.gateway_violations)
 }
 
 async fn versions() -> Response {

@@ -166,11 +166,11 @@ pub async fn serve(
             let _slot = slot;
             let phase = Arc::new(Phases::new());
             match acceptor {
-                None => connection(tcp, app, limits, phase, stop).await,
+                None => connection(tcp, peer, app, limits, phase, stop).await,
                 Some(acceptor) => {
                     // The handshake is part of the head's time.
                     match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => connection(stream, app, limits, phase, stop).await,
+                        Ok(Ok(stream)) => connection(stream, peer, app, limits, phase, stop).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -186,6 +186,7 @@ pub async fn serve(
 /// One connection: hyper's HTTP/1.1 state machine, watched for the phase timeouts.
 async fn connection<S>(
     stream: S,
+    peer: std::net::SocketAddr,
     app: Router,
     limits: HttpLimits,
     phase: Arc<Phases>,
@@ -198,8 +199,12 @@ async fn connection<S>(
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let in_flight = service_phase.begin();
         let deadline = tokio::time::sleep(limits.body_timeout);
-        let request =
+        let mut request =
             request.map(|body| axum::body::Body::new(TimedBody::new(body, Box::pin(deadline))));
+        // The peer address is what login throttling counts by.
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
         let app = app.clone();
         async move {
             let response = app.oneshot(request).await;

@@ -1,19 +1,26 @@
 //! sObject REST: `GET`/`PATCH /sobjects/{Type}/{id}`, `POST /sobjects/{Type}` (ingest), and
 //! the Connect `order-payment-summaries` resource.
+//!
+//! Permissions: any valid token may ingest orders, read, and settle what a person may
+//! settle; only an administrative principal ([`Role::Admin`]) may create or change a
+//! `PaymentGateway` (a gateway decides where the service sends a provider secret). A
+//! gateway may name only `REFUNDS_SECRET_…` variables and call only allowed hosts.
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use refunds_domain::{Currency, ObjectType, SfId};
-use refunds_gateway::Registry;
+use refunds_gateway::{is_secret_env_name, HostPolicy, Registry, SECRET_ENV_PREFIX};
 use refunds_store::records::{self, Value as Stored};
 use refunds_store::schema::{object_def, Create, FieldDef, FieldKind, ObjectDef};
 use refunds_store::{now_ms, Tx};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::auth::Role;
 use crate::body;
 use crate::error::{json_response, ApiError};
 use crate::render;
@@ -120,14 +127,33 @@ fn integrity(field: &str, message: impl Into<String>) -> ApiError {
     ApiError::bad_request("FIELD_INTEGRITY_EXCEPTION", message).field(field)
 }
 
+/// Objects only an administrative principal may create or change.
+const ADMIN_ONLY: &[ObjectType] = &[ObjectType::PaymentGateway];
+
+/// Refuses a write of an administrative object by a principal that is not an admin
+/// (403, as Salesforce answers a user without the object permission). A request that
+/// reached a handler without a role (no bearer check in front) is not an admin.
+fn require_admin(ty: ObjectType, role: Option<Extension<Role>>) -> Result<(), ApiError> {
+    if !ADMIN_ONLY.contains(&ty) || role.is_some_and(|Extension(r)| r == Role::Admin) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "INSUFFICIENT_ACCESS_OR_READONLY",
+        format!("insufficient access rights on object {ty}: creating or changing it needs an administrative client or user"),
+    ))
+}
+
 pub async fn create(
     State(state): State<AppState>,
+    role: Option<Extension<Role>>,
     path: Result<Path<(String, String)>, PathRejection>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let Path((version, ty)) = path?;
     ApiVersion::parse(&version)?;
     let ty = object_type(&ty)?;
+    require_admin(ty, role)?;
     if !CREATABLE.contains(&ty) {
         return Err(ApiError::bad_request(
             "INVALID_TYPE",
@@ -182,7 +208,7 @@ pub async fn create(
         }
         values.push((field.sql, value));
     }
-    check_references(&mut tx, ty, &mut values).await?;
+    check_references(&mut tx, ty, &mut values, &state.gateway_hosts).await?;
     if let Some(c) = currency {
         values.push(("currency_iso_code", Stored::Text(c.code().to_string())));
     }
@@ -329,6 +355,7 @@ async fn check_references(
     tx: &mut Tx,
     ty: ObjectType,
     values: &mut Vec<(&'static str, Stored)>,
+    hosts: &HostPolicy,
 ) -> Result<(), ApiError> {
     match ty {
         ObjectType::Payment => {
@@ -376,15 +403,10 @@ async fn check_references(
                 ("webhook_hmac_key_env", "WebhookHmacKeyEnv"),
             ] {
                 if let Some(env) = value_of(values, column).and_then(Stored::as_text) {
-                    let ok = !env.is_empty()
-                        && !env.starts_with(|c: char| c.is_ascii_digit())
-                        && env
-                            .chars()
-                            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-                    if !ok {
+                    if !is_secret_env_name(env) {
                         return Err(integrity(
                             field,
-                            format!("{field} names an environment variable (A-Z, 0-9, _); the secret itself is never stored"),
+                            format!("{field} names the environment variable holding the secret, which must be {SECRET_ENV_PREFIX} followed by A-Z, 0-9 or _; the secret itself is never stored"),
                         ));
                     }
                 }
@@ -406,13 +428,17 @@ async fn check_references(
                 refunds_gateway::parse_mapping(mapping)
                     .map_err(|e| integrity("ResultCodeMapping", e.to_string()))?;
             }
-            if let Some(url) = value_of(values, "base_url").and_then(Stored::as_text) {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(integrity(
-                        "BaseUrl",
-                        "BaseUrl must be an http:// or https:// URL",
-                    ));
-                }
+            let config = refunds_gateway::GatewayConfig {
+                provider_type: provider.clone(),
+                base_url: value_of(values, "base_url")
+                    .and_then(Stored::as_text)
+                    .map(str::to_string),
+                ..Default::default()
+            };
+            if let Some(url) = refunds_gateway::effective_base_url(&config) {
+                hosts
+                    .check_url(url)
+                    .map_err(|e| integrity("BaseUrl", format!("BaseUrl {url}: {e}")))?;
             }
         }
         _ => {}
@@ -422,12 +448,14 @@ async fn check_references(
 
 pub async fn update(
     State(state): State<AppState>,
+    role: Option<Extension<Role>>,
     path: Result<Path<(String, String, String)>, PathRejection>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let Path((version, ty, id)) = path?;
     ApiVersion::parse(&version)?;
     let ty = object_type(&ty)?;
+    require_admin(ty, role)?;
     if ty != ObjectType::ProcessException && ty != ObjectType::Refund {
         return Err(ApiError::bad_request(
             "INVALID_TYPE",

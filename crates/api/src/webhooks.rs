@@ -74,7 +74,7 @@ pub async fn adyen(
         let key = w
             .webhook_hmac_key_env
             .as_deref()
-            .and_then(|name| std::env::var(name).ok());
+            .and_then(|name| refunds_gateway::secret_from_env(Some(name)).ok());
         let Some(key) = key else {
             tracing::error!(gateway = %w.gateway_id, "no webhook HMAC key configured: cannot verify Adyen notifications");
             return Err(unauthorized("The notification cannot be verified"));

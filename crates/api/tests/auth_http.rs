@@ -100,10 +100,11 @@ async fn client_credentials_grant_answers_what_clients_need(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else {
         return;
     };
-    let (client_id, secret) = refunds_api::auth::create_client(&app.db, "jsforce")
-        .await
-        .unwrap()
-        .unwrap();
+    let (client_id, secret) =
+        refunds_api::auth::create_client(&app.db, "jsforce", refunds_api::auth::Role::Standard)
+            .await
+            .unwrap()
+            .unwrap();
     let (status, body) = form_post(
         &app,
         &format!("grant_type=client_credentials&client_id={client_id}&client_secret={secret}"),
@@ -149,14 +150,19 @@ async fn password_grant_and_its_failures(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else {
         return;
     };
-    let (client_id, secret) = refunds_api::auth::create_client(&app.db, "sfdx")
-        .await
-        .unwrap()
-        .unwrap();
-    let password = refunds_api::auth::create_user(&app.db, "ops@example.com")
-        .await
-        .unwrap()
-        .unwrap();
+    let (client_id, secret) =
+        refunds_api::auth::create_client(&app.db, "sfdx", refunds_api::auth::Role::Standard)
+            .await
+            .unwrap()
+            .unwrap();
+    let password = refunds_api::auth::create_user(
+        &app.db,
+        "ops@example.com",
+        refunds_api::auth::Role::Standard,
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let good = format!(
         "grant_type=password&client_id={client_id}&client_secret={secret}&username=ops%40example.com&password={password}"
     );
@@ -187,10 +193,11 @@ async fn failed_logins_are_rate_limited_per_client(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else {
         return;
     };
-    let (client_id, secret) = refunds_api::auth::create_client(&app.db, "brute")
-        .await
-        .unwrap()
-        .unwrap();
+    let (client_id, secret) =
+        refunds_api::auth::create_client(&app.db, "brute", refunds_api::auth::Role::Standard)
+            .await
+            .unwrap()
+            .unwrap();
     for _ in 0..10 {
         let (status, _) = form_post(
             &app,
@@ -213,10 +220,11 @@ async fn failed_logins_are_rate_limited_per_client(backend: Backend) {
         .as_str()
         .unwrap()
         .contains("too many"));
-    let (other_id, other_secret) = refunds_api::auth::create_client(&app.db, "other")
-        .await
-        .unwrap()
-        .unwrap();
+    let (other_id, other_secret) =
+        refunds_api::auth::create_client(&app.db, "other", refunds_api::auth::Role::Standard)
+            .await
+            .unwrap()
+            .unwrap();
     let (status, _) = form_post(
         &app,
         &format!("grant_type=client_credentials&client_id={other_id}&client_secret={other_secret}"),
@@ -229,10 +237,11 @@ async fn expired_and_revoked_tokens_are_refused(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else {
         return;
     };
-    let (client_id, _) = refunds_api::auth::create_client(&app.db, "short")
-        .await
-        .unwrap()
-        .unwrap();
+    let (client_id, _) =
+        refunds_api::auth::create_client(&app.db, "short", refunds_api::auth::Role::Standard)
+            .await
+            .unwrap()
+            .unwrap();
     let (expired, _) =
         refunds_api::auth::issue_token(&app.db, &client_id, "005000000000001AAA", Duration::ZERO)
             .await

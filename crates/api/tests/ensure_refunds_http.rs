@@ -230,10 +230,7 @@ async fn unmanaged_order_summary_is_invalid_input(backend: Backend) {
         )
         .await;
     let gateway = app
-        .create(
-            "PaymentGateway",
-            json!({"PaymentGatewayName": "Sim", "ProviderType": "Simulator"}),
-        )
+        .gateway(json!({"PaymentGatewayName": "Sim", "ProviderType": "Simulator"}))
         .await;
     let p = payment(&app, &gateway, "100.00", "USD").await;
     payment_summary(&app, &order_id, &[&p]).await;

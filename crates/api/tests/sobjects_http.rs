@@ -272,7 +272,17 @@ async fn create_rejected(
     fields: Option<&[&str]>,
 ) {
     let before = ingest_rows(app).await;
-    let (got, value) = app.post(&format!("{V}/sobjects/{ty}"), &body).await;
+    // Gateways are an administrator's to create: their validation is what an admin meets.
+    let (got, value) = if ty == "PaymentGateway" {
+        app.call_as_admin(
+            Method::POST,
+            &format!("{V}/sobjects/{ty}"),
+            Some(&body.to_string()),
+        )
+        .await
+    } else {
+        app.post(&format!("{V}/sobjects/{ty}"), &body).await
+    };
     assert_eq!(
         (got, value[0]["errorCode"].as_str()),
         (status, Some(code)),
@@ -494,10 +504,7 @@ async fn money_is_rendered_with_the_currency_decimals(backend: Backend) {
         return;
     };
     let gateway = app
-        .create(
-            "PaymentGateway",
-            json!({"PaymentGatewayName": "Sim", "ProviderType": "Simulator"}),
-        )
+        .gateway(json!({"PaymentGatewayName": "Sim", "ProviderType": "Simulator"}))
         .await;
     for (currency, given, rendered) in [
         ("USD", "10.10", "10.10"),
@@ -979,27 +986,27 @@ async fn bad_values_are_field_integrity_exceptions(backend: Backend) {
         ),
         (
             "PaymentGateway",
-            json!({"PaymentGatewayName": "A", "ProviderType": "Adyen", "MerchantCredentialEnv": "ADYEN_KEY"}),
+            json!({"PaymentGatewayName": "A", "ProviderType": "Adyen", "MerchantCredentialEnv": "REFUNDS_SECRET_ADYEN_KEY"}),
             "MerchantAccount",
         ),
         (
             "PaymentGateway",
-            json!({"PaymentGatewayName": "S", "ProviderType": "Stripe", "MerchantCredentialEnv": "K", "ResultCodeMapping": "{\"x\": \"Maybe\"}"}),
+            json!({"PaymentGatewayName": "S", "ProviderType": "Stripe", "MerchantCredentialEnv": "REFUNDS_SECRET_K", "ResultCodeMapping": "{\"x\": \"Maybe\"}"}),
             "ResultCodeMapping",
         ),
         (
             "PaymentGateway",
-            json!({"PaymentGatewayName": "S", "ProviderType": "Stripe", "MerchantCredentialEnv": "K", "WebhookHmacKeyEnv": "the key"}),
+            json!({"PaymentGatewayName": "S", "ProviderType": "Stripe", "MerchantCredentialEnv": "REFUNDS_SECRET_K", "WebhookHmacKeyEnv": "the key"}),
             "WebhookHmacKeyEnv",
         ),
         (
             "PaymentGateway",
-            json!({"PaymentGatewayName": "S", "ProviderType": "Stripe", "MerchantCredentialEnv": "K", "TimeoutMs": 0}),
+            json!({"PaymentGatewayName": "S", "ProviderType": "Stripe", "MerchantCredentialEnv": "REFUNDS_SECRET_K", "TimeoutMs": 0}),
             "TimeoutMs",
         ),
         (
             "PaymentGateway",
-            json!({"PaymentGatewayName": "S", "ProviderType": "Stripe", "MerchantCredentialEnv": "K", "BaseUrl": "ftp://x"}),
+            json!({"PaymentGatewayName": "S", "ProviderType": "Stripe", "MerchantCredentialEnv": "REFUNDS_SECRET_K", "BaseUrl": "ftp://x"}),
             "BaseUrl",
         ),
         (
@@ -1038,13 +1045,12 @@ async fn bad_values_are_field_integrity_exceptions(backend: Backend) {
     }
     // The valid neighbours of those values are accepted.
     let gateway = app
-        .create(
-            "PaymentGateway",
-            json!({"PaymentGatewayName": "S", "ProviderType": "Simulator", "MerchantCredentialEnv": "SIM_KEY_1"}),
+        .gateway(
+            json!({"PaymentGatewayName": "S", "ProviderType": "Simulator", "MerchantCredentialEnv": "REFUNDS_SECRET_SIM_KEY_1"}),
         )
         .await;
     let record = app.record("PaymentGateway", &gateway).await;
-    assert_eq!(record["MerchantCredentialEnv"], "SIM_KEY_1");
+    assert_eq!(record["MerchantCredentialEnv"], "REFUNDS_SECRET_SIM_KEY_1");
     app.create(
         "CreditMemo",
         json!({"ReferenceEntityId": order.id, "TotalAmountWithTax": 5, "Balance": 5, "CurrencyIsoCode": "USD"}),
@@ -1164,10 +1170,7 @@ async fn payment_summary_rolls_up_its_payments(backend: Backend) {
         .create("OrderSummary", json!({"OrderNumber": "R-1"}))
         .await;
     let gateway = app
-        .create(
-            "PaymentGateway",
-            json!({"PaymentGatewayName": "Sim", "ProviderType": "Simulator"}),
-        )
+        .gateway(json!({"PaymentGatewayName": "Sim", "ProviderType": "Simulator"}))
         .await;
     let a = payment_in(&app, &gateway, "10.10", "USD").await;
     let b = payment_in(&app, &gateway, "20.25", "USD").await;

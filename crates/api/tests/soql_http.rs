@@ -321,7 +321,7 @@ async fn in_lists_order_by_and_limit(backend: Backend) {
         if let Some(url) = url {
             gateway["BaseUrl"] = json!(url);
         }
-        app.create("PaymentGateway", gateway).await;
+        app.gateway(gateway).await;
     }
     let names = |body: &Value, key: &str| -> Vec<String> {
         body["records"]
@@ -452,7 +452,7 @@ async fn nulls_and_datetimes(backend: Backend) {
         if let Some(url) = url {
             gateway["BaseUrl"] = json!(url);
         }
-        let id = app.create("PaymentGateway", gateway).await;
+        let id = app.gateway(gateway).await;
         if url.is_some() {
             with_url.push(id)
         } else {

@@ -1,20 +1,31 @@
 //! The HTTP plumbing every HTTP adapter shares: the pooled client, classifying transport
-//! failures, and keeping secrets out of what is logged.
+//! failures, reading secrets (from `REFUNDS_SECRET_…` variables only), and keeping them
+//! out of what is logged.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use refunds_domain::SfResultCode;
 
+use crate::hosts::{GuardedResolver, HostPolicy};
 use crate::Outcome;
 
 /// A pooled client. Redirects are not followed: a provider API answers, it does not redirect.
-pub(crate) fn client(connect_timeout: Duration) -> reqwest::Client {
+/// Names are resolved by [`GuardedResolver`] (listed hosts, allowed addresses only), and
+/// proxy variables are ignored so that no proxy can reach what the resolver refuses.
+pub(crate) fn client(
+    connect_timeout: Duration,
+    hosts: &Arc<HostPolicy>,
+) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .connect_timeout(connect_timeout)
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(64)
+        .no_proxy()
+        .dns_resolver(Arc::new(GuardedResolver {
+            policy: hosts.clone(),
+        }))
         .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
 }
 
 /// What a failed exchange means for the money. A request that never left (connection
@@ -112,11 +123,47 @@ pub(crate) fn redact_outcome(outcome: &mut Outcome, secret: Option<&str>) {
     }
 }
 
-/// Reads the provider secret from the named environment variable.
+/// The prefix every environment variable holding a provider secret must have: a gateway
+/// cannot name, and so cannot send, any other variable of the process.
+pub const SECRET_ENV_PREFIX: &str = "REFUNDS_SECRET_";
+
+/// Why a secret could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SecretError {
+    #[error("the payment gateway names no environment variable for its secret")]
+    Unnamed,
+    #[error("{0} does not start with {SECRET_ENV_PREFIX}: it is not read")]
+    NotASecretVariable(String),
+    #[error("environment variable {0} (a provider secret) is not set")]
+    Unset(String),
+}
+
+/// Reads a provider secret from the named environment variable; only variables named
+/// `REFUNDS_SECRET_…` are ever read.
+pub fn secret_from_env(name: Option<&str>) -> Result<String, SecretError> {
+    let name = name.ok_or(SecretError::Unnamed)?;
+    if !is_secret_env_name(name) {
+        return Err(SecretError::NotASecretVariable(name.to_string()));
+    }
+    std::env::var(name).map_err(|_| SecretError::Unset(name.to_string()))
+}
+
+/// `REFUNDS_SECRET_` followed by at least one of A-Z, 0-9, `_`.
+pub fn is_secret_env_name(name: &str) -> bool {
+    name.strip_prefix(SECRET_ENV_PREFIX).is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    })
+}
+
+/// Reads the provider secret from the named environment variable (see [`secret_from_env`]).
 pub(crate) fn secret(env: Option<&str>) -> Result<String, String> {
-    let name = env.ok_or("the payment gateway has no MerchantCredentialEnv")?;
-    std::env::var(name)
-        .map_err(|_| format!("environment variable {name} (the provider credential) is not set"))
+    match secret_from_env(env) {
+        Err(SecretError::Unnamed) => Err("the payment gateway has no MerchantCredentialEnv".into()),
+        other => other.map_err(|e| e.to_string()),
+    }
 }
 
 /// Response bodies kept in logs are capped.

@@ -3,9 +3,12 @@
 //!
 //! An adapter only builds requests and maps answers; it never touches the database and
 //! never decides what to refund. Whatever it puts in an [`Outcome`]'s raw request and
-//! response ends up in the gateway log, so secrets must be removed before that.
+//! response ends up in the gateway log, so secrets must be removed before that. A gateway is
+//! called only at a host its [`HostPolicy`] allows, and its secret is read only from a
+//! `REFUNDS_SECRET_…` variable.
 
 pub mod adyen;
+pub mod hosts;
 mod http;
 mod simulator;
 pub mod stripe;
@@ -17,6 +20,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use refunds_domain::SfResultCode;
 
+pub use hosts::{HostError, HostPolicy, DEFAULT_GATEWAY_HOSTS};
+pub use http::{is_secret_env_name, secret_from_env, SecretError, SECRET_ENV_PREFIX};
 pub use simulator::{Simulator, SimulatorConfig};
 
 /// One refund asked of a provider.
@@ -130,6 +135,10 @@ pub enum ConfigError {
         codes = "Success, Decline, RequiresReview, Indeterminate, PermanentFail, SystemError, ValidationError"
     )]
     BadMapping(String),
+    #[error("the gateway may not be called: {0}")]
+    Host(#[from] HostError),
+    #[error("cannot build the provider HTTP client: {0}")]
+    HttpClient(String),
 }
 
 /// Parses a gateway's `ResultCodeMapping` (checked at ingest, applied on every answer).
@@ -151,44 +160,107 @@ pub fn parse_mapping(text: &str) -> Result<HashMap<String, SfResultCode>, Config
         .collect()
 }
 
+/// The URL a gateway's adapter calls: its `BaseUrl`, or the provider's public API.
+/// `None` for the built-in simulator, which makes no network call.
+pub fn effective_base_url(config: &GatewayConfig) -> Option<&str> {
+    let default = match config.provider_type.as_str() {
+        "Stripe" => stripe::DEFAULT_BASE_URL,
+        "Adyen" => adyen::DEFAULT_BASE_URL,
+        _ => return None,
+    };
+    Some(config.base_url.as_deref().unwrap_or(default))
+}
+
+/// What is wrong with a gateway under the security rules, as (field, problem): a secret
+/// variable not named `REFUNDS_SECRET_…`, or a URL whose host is not allowed. Empty when
+/// the gateway obeys them. (`webhook_env` is the gateway's `WebhookHmacKeyEnv`.)
+pub fn rule_violations(
+    config: &GatewayConfig,
+    webhook_env: Option<&str>,
+    hosts: &HostPolicy,
+) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    for (field, env) in [
+        ("MerchantCredentialEnv", config.credential_env.as_deref()),
+        ("WebhookHmacKeyEnv", webhook_env),
+    ] {
+        if let Some(env) = env.filter(|e| !is_secret_env_name(e)) {
+            problems.push((
+                field,
+                format!("{field} {env} does not start with {SECRET_ENV_PREFIX} (followed by A-Z, 0-9, _)"),
+            ));
+        }
+    }
+    if let Some(url) = effective_base_url(config) {
+        if let Err(e) = hosts.check_url(url) {
+            problems.push(("BaseUrl", e.to_string()));
+        }
+    }
+    problems
+}
+
 /// Hands out adapters by PaymentGateway `ProviderType`; shares one pooled HTTP client per
-/// connect timeout.
+/// connect timeout, each resolving names through the host policy.
 #[derive(Clone)]
 pub struct Registry {
     simulator: Arc<Simulator>,
+    hosts: Arc<HostPolicy>,
     clients: Arc<Mutex<HashMap<Duration, reqwest::Client>>>,
 }
 
 impl Registry {
-    pub fn new(simulator: SimulatorConfig) -> Registry {
-        Registry {
+    /// Builds the registry and its default HTTP client, so that a client that cannot be
+    /// built fails at start-up rather than at the first refund.
+    pub fn new(simulator: SimulatorConfig, hosts: HostPolicy) -> Result<Registry, ConfigError> {
+        let hosts = Arc::new(hosts);
+        let default = http::client(DEFAULT_CONNECT_TIMEOUT, &hosts)
+            .map_err(|e| ConfigError::HttpClient(e.to_string()))?;
+        Ok(Registry {
             simulator: Arc::new(Simulator::new(simulator)),
-            clients: Arc::new(Mutex::new(HashMap::new())),
-        }
+            hosts,
+            clients: Arc::new(Mutex::new(HashMap::from([(
+                DEFAULT_CONNECT_TIMEOUT,
+                default,
+            )]))),
+        })
     }
 
     pub fn supports(provider_type: &str) -> bool {
         SUPPORTED_PROVIDER_TYPES.contains(&provider_type)
     }
 
-    fn client(&self, connect_timeout: Duration) -> reqwest::Client {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        clients
-            .entry(connect_timeout)
-            .or_insert_with(|| http::client(connect_timeout))
-            .clone()
+    /// The hosts gateways may call.
+    pub fn hosts(&self) -> &HostPolicy {
+        &self.hosts
     }
 
+    fn client(&self, connect_timeout: Duration) -> Result<reqwest::Client, ConfigError> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = clients.get(&connect_timeout) {
+            return Ok(client.clone());
+        }
+        let client = http::client(connect_timeout, &self.hosts)
+            .map_err(|e| ConfigError::HttpClient(e.to_string()))?;
+        clients.insert(connect_timeout, client.clone());
+        Ok(client)
+    }
+
+    /// The adapter for a gateway. A gateway whose URL's host is not allowed gets none:
+    /// the check at write time is repeated here because the list may have changed since,
+    /// and because a literal address in the URL is never resolved by the guarded resolver.
     pub fn provider(&self, config: &GatewayConfig) -> Result<Arc<dyn Provider>, ConfigError> {
         let mapping = match &config.result_code_mapping {
             Some(text) => parse_mapping(text)?,
             None => HashMap::new(),
         };
+        if let Some(url) = effective_base_url(config) {
+            self.hosts.check_url(url)?;
+        }
         let connect = config.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let inner: Arc<dyn Provider> = match config.provider_type.as_str() {
             "Simulator" => self.simulator.clone(),
-            "Stripe" => Arc::new(stripe::Stripe::new(self.client(connect), config)),
-            "Adyen" => Arc::new(adyen::Adyen::new(self.client(connect), config)),
+            "Stripe" => Arc::new(stripe::Stripe::new(self.client(connect)?, config)),
+            "Adyen" => Arc::new(adyen::Adyen::new(self.client(connect)?, config)),
             other => return Err(ConfigError::UnsupportedProvider(other.to_string())),
         };
         if mapping.is_empty() {

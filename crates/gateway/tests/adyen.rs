@@ -257,7 +257,7 @@ async fn missing_configuration_or_reference_sends_nothing() {
     );
 
     let no_credential = provider(&GatewayConfig {
-        credential_env: Some("REFUNDS_TEST_ADYEN_NEVER_SET_81be".into()),
+        credential_env: Some("REFUNDS_SECRET_TEST_ADYEN_NEVER_SET_81be".into()),
         ..config(&server.uri(), "NOCRED")
     });
     assert_eq!(
@@ -434,7 +434,7 @@ async fn a_lookup_that_is_refused_for_credentials_says_nothing_about_the_refund(
             ..config(&server.uri(), "LOOKUPNOMERCHANT")
         },
         GatewayConfig {
-            credential_env: Some("REFUNDS_TEST_ADYEN_NEVER_SET_52ad".into()),
+            credential_env: Some("REFUNDS_SECRET_TEST_ADYEN_NEVER_SET_52ad".into()),
             ..config(&server.uri(), "LOOKUPNOCRED")
         },
     ];

@@ -270,7 +270,7 @@ async fn a_missing_credential_is_a_permanent_failure_without_a_request() {
         .await;
 
     let unset = GatewayConfig {
-        credential_env: Some("REFUNDS_TEST_STRIPE_NEVER_SET_3f9c".into()),
+        credential_env: Some("REFUNDS_SECRET_TEST_STRIPE_NEVER_SET_3f9c".into()),
         ..config(&server.uri(), "UNSET")
     };
     let no_name = GatewayConfig {
@@ -1090,7 +1090,13 @@ async fn a_bad_mapping_is_refused() {
             result_code_mapping: Some(mapping.into()),
             ..config(&server.uri(), "BADMAP")
         };
-        match Registry::new(SimulatorConfig::default()).provider(&config) {
+        match Registry::new(
+            SimulatorConfig::default(),
+            refunds_gateway::HostPolicy::with_loopback(),
+        )
+        .expect("registry")
+        .provider(&config)
+        {
             Err(refunds_gateway::ConfigError::BadMapping(_)) => {}
             Err(other) => panic!("{mapping}: the wrong error {other}"),
             Ok(_) => panic!("{mapping} was accepted"),
@@ -1101,9 +1107,13 @@ async fn a_bad_mapping_is_refused() {
         ..config(&server.uri(), "EMPTYMAP")
     };
     assert!(
-        Registry::new(SimulatorConfig::default())
-            .provider(&fine)
-            .is_ok(),
+        Registry::new(
+            SimulatorConfig::default(),
+            refunds_gateway::HostPolicy::with_loopback()
+        )
+        .expect("registry")
+        .provider(&fine)
+        .is_ok(),
         "an empty mapping is fine"
     );
 }
@@ -1113,7 +1123,11 @@ async fn a_bad_mapping_is_refused() {
 
 #[tokio::test]
 async fn two_gateways_with_the_same_connect_timeout_both_work() {
-    let registry = Registry::new(SimulatorConfig::default());
+    let registry = Registry::new(
+        SimulatorConfig::default(),
+        refunds_gateway::HostPolicy::with_loopback(),
+    )
+    .expect("registry");
     let mut servers = Vec::new();
     let mut providers = Vec::new();
     for (i, tag) in ["SHARED_A", "SHARED_B"].into_iter().enumerate() {

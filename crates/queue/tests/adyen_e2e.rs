@@ -137,7 +137,7 @@ fn env_name(prefix: &str, tag: &str, backend: Backend) -> String {
         Backend::Sqlite => "SQLITE",
         Backend::Postgres => "POSTGRES",
     };
-    format!("REFUNDS_TEST_ADYEN_{prefix}_{tag}_{backend}")
+    format!("REFUNDS_SECRET_TEST_ADYEN_{prefix}_{tag}_{backend}")
 }
 
 /// An Adyen stand-in and a gateway of the app pointing at it, with its API key (and, if
@@ -167,8 +167,7 @@ impl AdyenGateway {
             None => std::env::remove_var(&hmac_env),
         }
         let gateway = app
-            .create(
-                "PaymentGateway",
+            .gateway(
                 json!({"PaymentGatewayName": "Adyen (stand-in)", "ProviderType": "Adyen",
                        "BaseUrl": adyen.base_url, "MerchantCredentialEnv": key_env,
                        "MerchantAccount": MERCHANT, "WebhookHmacKeyEnv": hmac_env,

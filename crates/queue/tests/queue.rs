@@ -68,7 +68,11 @@ fn gate_runner_for(db: &Db, config: refunds_queue::QueueConfig, runs: usize) -> 
     let mut runner = Runner::new(
         db.clone(),
         config,
-        Registry::new(SimulatorConfig::default()),
+        Registry::new(
+            SimulatorConfig::default(),
+            refunds_gateway::HostPolicy::with_loopback(),
+        )
+        .expect("registry"),
     );
     runner.register(Arc::new(Gate {
         started: h.started.clone(),
@@ -110,7 +114,11 @@ fn runner_for(db: &Db, config: refunds_queue::QueueConfig, job: impl Job) -> Run
     let mut runner = Runner::new(
         db.clone(),
         config,
-        Registry::new(SimulatorConfig::default()),
+        Registry::new(
+            SimulatorConfig::default(),
+            refunds_gateway::HostPolicy::with_loopback(),
+        )
+        .expect("registry"),
     );
     runner.register(Arc::new(job));
     runner
@@ -410,9 +418,13 @@ async fn a_refund_interrupted_mid_call_is_redriven_with_the_same_key(backend: Ba
     let op = app
         .ensure(&order, json!({"excessFundsAmount": 12.34}))
         .await;
-    let slow = Registry::new(SimulatorConfig {
-        latency: Duration::from_secs(30),
-    });
+    let slow = Registry::new(
+        SimulatorConfig {
+            latency: Duration::from_secs(30),
+        },
+        refunds_gateway::HostPolicy::with_loopback(),
+    )
+    .expect("registry");
     let doomed = Runner::new(app.db.clone(), fast_config(), slow);
     let task = tokio::spawn(async move { doomed.run_once().await });
     // Wait for the Initiated log row: the worker is now inside the provider call.
@@ -628,7 +640,11 @@ async fn an_idle_worker_is_woken_by_an_enqueue(backend: Backend) {
     let mut runner = Runner::new(
         t.db.clone(),
         config,
-        Registry::new(SimulatorConfig::default()),
+        Registry::new(
+            SimulatorConfig::default(),
+            refunds_gateway::HostPolicy::with_loopback(),
+        )
+        .expect("registry"),
     );
     let runs = Arc::new(AtomicUsize::new(0));
     runner.register(Arc::new(Counting(runs.clone())));

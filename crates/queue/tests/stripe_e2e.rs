@@ -21,8 +21,7 @@ use common::{num, refund_excess_once, text};
 
 async fn stripe_gateway(app: &TestApp, sim: &StripeSimulator, env: &str) -> String {
     std::env::set_var(env, "sk_test_simulated_key");
-    app.create(
-        "PaymentGateway",
+    app.gateway(
         json!({"PaymentGatewayName": "Stripe (simulated)", "ProviderType": "Stripe", "BaseUrl": sim.base_url,
                "MerchantCredentialEnv": env, "TimeoutMs": 500}),
     )
@@ -34,7 +33,7 @@ async fn a_stripe_refund_succeeds_over_http(backend: Backend) {
         return;
     };
     let sim = StripeSimulator::start().await;
-    let gateway = stripe_gateway(&app, &sim, "REFUNDS_TEST_STRIPE_KEY_SMOKE").await;
+    let gateway = stripe_gateway(&app, &sim, "REFUNDS_SECRET_TEST_STRIPE_KEY_SMOKE").await;
     let order = app.order_on(&gateway, "USD", &["100.00"]).await;
     let op = app
         .ensure(&order, json!({"excessFundsAmount": 12.34}))
@@ -137,7 +136,7 @@ async fn gateway_at(app: &TestApp, base_url: &str, env: &str, extra: Value) -> (
     for (k, v) in extra.as_object().unwrap() {
         body[k] = v.clone();
     }
-    (app.create("PaymentGateway", body).await, secret)
+    (app.gateway(body).await, secret)
 }
 
 /// One expected gateway log row: (InteractionType, InteractionStatus, SfResultCode,
@@ -400,7 +399,7 @@ fn answered(
 async fn success(backend: Backend) {
     check_row(
         backend,
-        "REFUNDS_TEST_STRIPE_KEY_SUCCESS",
+        "REFUNDS_SECRET_TEST_STRIPE_KEY_SUCCESS",
         answered(
             "12.34",
             "Processed",
@@ -415,7 +414,7 @@ async fn success(backend: Backend) {
 async fn decline_91(backend: Backend) {
     check_row(
         backend,
-        "REFUNDS_TEST_STRIPE_KEY_91",
+        "REFUNDS_SECRET_TEST_STRIPE_KEY_91",
         answered(
             "12.91",
             "Canceled",
@@ -430,7 +429,7 @@ async fn decline_91(backend: Backend) {
 async fn permanent_fail_92(backend: Backend) {
     check_row(
         backend,
-        "REFUNDS_TEST_STRIPE_KEY_92",
+        "REFUNDS_SECRET_TEST_STRIPE_KEY_92",
         answered(
             "12.92",
             "Canceled",
@@ -450,7 +449,7 @@ async fn permanent_fail_92(backend: Backend) {
 async fn validation_error_93(backend: Backend) {
     check_row(
         backend,
-        "REFUNDS_TEST_STRIPE_KEY_93",
+        "REFUNDS_SECRET_TEST_STRIPE_KEY_93",
         answered(
             "12.93",
             "Canceled",
@@ -470,7 +469,7 @@ async fn validation_error_93(backend: Backend) {
 async fn requires_review_94(backend: Backend) {
     check_row(
         backend,
-        "REFUNDS_TEST_STRIPE_KEY_94",
+        "REFUNDS_SECRET_TEST_STRIPE_KEY_94",
         answered(
             "12.94",
             "Canceled",
@@ -491,7 +490,7 @@ async fn requires_review_94(backend: Backend) {
 async fn rate_limited_twice_then_success_95(backend: Backend) {
     check_row(
         backend,
-        "REFUNDS_TEST_STRIPE_KEY_95",
+        "REFUNDS_SECRET_TEST_STRIPE_KEY_95",
         Expect {
             refund_calls: 3,
             ..answered(
@@ -524,7 +523,7 @@ async fn rate_limited_twice_then_success_95(backend: Backend) {
 async fn answer_cut_found_by_lookup_96(backend: Backend) {
     check_row(
         backend,
-        "REFUNDS_TEST_STRIPE_KEY_96",
+        "REFUNDS_SECRET_TEST_STRIPE_KEY_96",
         Expect {
             lookups: 1,
             ..answered(
@@ -552,7 +551,7 @@ async fn answer_cut_found_by_lookup_96(backend: Backend) {
 async fn lost_request_sent_again_97(backend: Backend) {
     check_row(
         backend,
-        "REFUNDS_TEST_STRIPE_KEY_97",
+        "REFUNDS_SECRET_TEST_STRIPE_KEY_97",
         Expect {
             refund_calls: 2,
             lookups: 1,
@@ -576,7 +575,7 @@ async fn lost_request_sent_again_97(backend: Backend) {
 async fn pending_then_succeeded_98(backend: Backend) {
     check_row(
         backend,
-        "REFUNDS_TEST_STRIPE_KEY_98",
+        "REFUNDS_SECRET_TEST_STRIPE_KEY_98",
         Expect {
             lookups: 1,
             settles_later: true,
@@ -599,7 +598,7 @@ async fn pending_then_succeeded_98(backend: Backend) {
 async fn pending_then_failed_99(backend: Backend) {
     check_row(
         backend,
-        "REFUNDS_TEST_STRIPE_KEY_99",
+        "REFUNDS_SECRET_TEST_STRIPE_KEY_99",
         Expect {
             lookups: 1,
             settles_later: true,
@@ -625,11 +624,10 @@ async fn unset_credential_cancels_without_calling(backend: Backend) {
         return;
     };
     let stripe = Stripe::start().await;
-    let env = &env_name("REFUNDS_TEST_STRIPE_KEY_NEVER_SET", backend);
+    let env = &env_name("REFUNDS_SECRET_TEST_STRIPE_KEY_NEVER_SET", backend);
     std::env::remove_var(env);
     let gateway = app
-        .create(
-            "PaymentGateway",
+        .gateway(
             json!({"PaymentGatewayName": "Stripe (no key)", "ProviderType": "Stripe",
                    "BaseUrl": stripe.base_url, "MerchantCredentialEnv": env, "TimeoutMs": 500}),
         )
@@ -686,7 +684,7 @@ async fn result_code_mapping_turns_a_decline_into_permanent_fail(backend: Backen
     let (gateway, secret) = gateway_at(
         &app,
         &stripe.base_url,
-        &env_name("REFUNDS_TEST_STRIPE_KEY_MAPPING", backend),
+        &env_name("REFUNDS_SECRET_TEST_STRIPE_KEY_MAPPING", backend),
         json!({"ResultCodeMapping": "{\"card_declined\": \"PermanentFail\"}"}),
     )
     .await;

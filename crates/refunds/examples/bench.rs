@@ -98,11 +98,14 @@ async fn main() {
     let app = router(AppState::new(db.clone(), config.clone()));
     tokio::spawn(async move { axum::serve(listener, app).await });
     let base = format!("http://{addr}/services/data/v58.0");
-    let (client_id, _) =
-        refunds_api::auth::create_client(&db, &format!("bench-{}", std::process::id()))
-            .await
-            .expect("create client")
-            .expect("new client");
+    let (client_id, _) = refunds_api::auth::create_client(
+        &db,
+        &format!("bench-{}", std::process::id()),
+        refunds_api::auth::Role::Admin,
+    )
+    .await
+    .expect("create client")
+    .expect("new client");
     let (token, _) = refunds_api::auth::issue_token(
         &db,
         &client_id,
@@ -197,7 +200,11 @@ async fn main() {
     let runner = Runner::new(
         db.clone(),
         config,
-        Registry::new(SimulatorConfig::default()),
+        Registry::new(
+            SimulatorConfig::default(),
+            refunds_gateway::HostPolicy::with_loopback(),
+        )
+        .expect("registry"),
     );
     let grouped = db.group_commits();
     let started = Instant::now();

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use refunds_api::auth::Role;
 use refunds_api::{router, AppState};
 use refunds_domain::AllocationRule;
-use refunds_gateway::{Registry, SimulatorConfig};
+use refunds_gateway::{HostPolicy, Registry, SimulatorConfig};
 use refunds_queue::{QueueConfig, Runner};
 use refunds_store::Db;
 use tokio::sync::watch;
@@ -42,6 +43,10 @@ enum Command {
         /// The PEM private key of --tls-cert.
         #[arg(long, env = "REFUNDS_TLS_KEY", requires = "tls_cert")]
         tls_key: Option<std::path::PathBuf>,
+        /// Reverse proxies (comma-separated addresses) whose X-Forwarded-For names the
+        /// client for login throttling; by default nobody's is believed.
+        #[arg(long, env = "REFUNDS_TRUSTED_PROXIES", value_delimiter = ',')]
+        trusted_proxies: Vec<std::net::IpAddr>,
         #[command(flatten)]
         http: refunds_api::server::HttpArgs,
         #[command(flatten)]
@@ -95,7 +100,12 @@ enum Command {
 #[derive(Subcommand)]
 enum ClientAction {
     /// Create a client; prints its client_id and client_secret (the secret only this once).
-    Create { name: String },
+    Create {
+        name: String,
+        /// An administrative client: may also create and change payment gateways.
+        #[arg(long)]
+        admin: bool,
+    },
     /// Revoke a client and every token it holds.
     Revoke { name: String },
 }
@@ -103,7 +113,12 @@ enum ClientAction {
 #[derive(Subcommand)]
 enum UserAction {
     /// Create a user; prints the username and a generated password (only this once).
-    Create { username: String },
+    Create {
+        username: String,
+        /// An administrative user: may also create and change payment gateways.
+        #[arg(long)]
+        admin: bool,
+    },
 }
 
 /// Where the data lives; every command that touches it takes `--database-url`.
@@ -172,6 +187,14 @@ struct Common {
     /// a token: keep it internal). Off unless given.
     #[arg(long, env = "REFUNDS_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Hosts payment gateways may call (comma-separated; `*.example.com` for a suffix,
+    /// addresses or networks such as 127.0.0.1 or 10.0.0.0/8 for non-public addresses).
+    #[arg(
+        long,
+        env = "REFUNDS_GATEWAY_HOSTS",
+        default_value = refunds_gateway::DEFAULT_GATEWAY_HOSTS
+    )]
+    gateway_hosts: HostPolicy,
 }
 
 impl Common {
@@ -217,10 +240,22 @@ impl Common {
         Ok(())
     }
 
-    fn registry(&self) -> Registry {
-        Registry::new(SimulatorConfig {
-            latency: Duration::from_millis(self.simulator_latency_ms),
-        })
+    fn registry(&self) -> anyhow::Result<Registry> {
+        Registry::new(
+            SimulatorConfig {
+                latency: Duration::from_millis(self.simulator_latency_ms),
+            },
+            self.gateway_hosts.clone(),
+        )
+        .context("cannot set up the payment providers")
+    }
+}
+
+fn role(admin: bool) -> Role {
+    if admin {
+        Role::Admin
+    } else {
+        Role::Standard
     }
 }
 
@@ -277,8 +312,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Clients { action, database } => {
             let db = database.open().await?;
             match action {
-                ClientAction::Create { name } => {
-                    match refunds_api::auth::create_client(&db, &name).await? {
+                ClientAction::Create { name, admin } => {
+                    match refunds_api::auth::create_client(&db, &name, role(admin)).await? {
                         Some((client_id, secret)) => {
                             println!("client_id={client_id}\nclient_secret={secret}")
                         }
@@ -298,8 +333,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Users { action, database } => {
             let db = database.open().await?;
             match action {
-                UserAction::Create { username } => {
-                    match refunds_api::auth::create_user(&db, &username).await? {
+                UserAction::Create { username, admin } => {
+                    match refunds_api::auth::create_user(&db, &username, role(admin)).await? {
                         Some(password) => println!("username={username}\npassword={password}"),
                         None => anyhow::bail!("a user named {username} already exists"),
                     }
@@ -314,7 +349,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let db = common.database.open().await?;
             let shutdown = shutdown_signal();
             common.serve_metrics(&db, &shutdown).await?;
-            let runner = Runner::new(db, common.queue_config()?, common.registry());
+            let runner = Runner::new(db, common.queue_config()?, common.registry()?);
             tracing::info!(worker = runner.worker_id(), "worker started");
             runner.run(shutdown).await;
         }
@@ -325,6 +360,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tls_cert,
             tls_key,
             http,
+            trusted_proxies,
             common,
         } => {
             let limits = http.limits().map_err(anyhow::Error::msg)?;
@@ -338,7 +374,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let queue = common.queue_config()?;
             let shutdown = shutdown_signal();
             common.serve_metrics(&db, &shutdown).await?;
-            let runner = Runner::new(db.clone(), queue.clone(), common.registry());
+            let registry = common.registry()?;
+            // Gateways written before the security rules (or under a longer host list)
+            // keep existing; name each one that breaks them.
+            let violations = refunds_api::security::scan(&db, registry.hosts())
+                .await
+                .context("cannot check the payment gateways")?;
+            refunds_api::security::warn(&violations);
+            let runner = Runner::new(db.clone(), queue.clone(), registry);
             let workers = tokio::spawn(runner.run(shutdown.clone()));
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -348,11 +391,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "refunds is serving"
             );
             let state = AppState {
-                auth: std::sync::Arc::new(refunds_api::auth::Auth::new(Duration::from_secs(
-                    token_ttl_secs,
-                ))),
+                auth: std::sync::Arc::new(refunds_api::auth::Auth::with_limits(
+                    Duration::from_secs(token_ttl_secs),
+                    refunds_api::auth::LoginLimits::default(),
+                    trusted_proxies,
+                )),
                 public_url,
                 tls: tls.is_some(),
+                gateway_hosts: std::sync::Arc::new(common.gateway_hosts.clone()),
+                gateway_violations: std::sync::Arc::new(violations),
                 ..AppState::new(db, queue)
             };
             refunds_api::server::serve(listener, router(state), limits, tls, shutdown.clone())

@@ -99,6 +99,8 @@ struct Setup {
     server: Server,
     client: String,
     user: String,
+    /// `clients create … --admin`: creates the payment gateway.
+    admin: String,
     http: reqwest::Client,
     ca: Option<PathBuf>,
 }
@@ -121,13 +123,17 @@ async fn setup(tls: bool) -> Setup {
     };
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = common::spawn_serve(&db, scheme_host, &args, &[], &http).await;
+    // A standard client and user load orders and ensure refunds; only the administrative
+    // client may create the payment gateway.
     let client = cli(&db, &["clients", "create", "compat"]);
     let user = cli(&db, &["users", "create", "ops@example.com"]);
+    let admin = cli(&db, &["clients", "create", "gateways", "--admin"]);
     Setup {
         _dir: dir,
         server,
         client,
         user,
+        admin,
         http,
         ca,
     }
@@ -143,7 +149,12 @@ impl Setup {
                 field(&self.client, "client_secret"),
             )
             .env("REFUNDS_USERNAME", field(&self.user, "username"))
-            .env("REFUNDS_PASSWORD", field(&self.user, "password"));
+            .env("REFUNDS_PASSWORD", field(&self.user, "password"))
+            .env("REFUNDS_ADMIN_CLIENT_ID", field(&self.admin, "client_id"))
+            .env(
+                "REFUNDS_ADMIN_CLIENT_SECRET",
+                field(&self.admin, "client_secret"),
+            );
         if let Some(ca) = &self.ca {
             cmd.env("REFUNDS_CA", ca);
         }
@@ -213,7 +224,11 @@ async fn drive(setup: &Setup, mut cmd: Command, amount: &str, bulk: usize) {
     let summary = summary(&run(&mut cmd));
     assert_eq!(
         summary["errors"],
-        serde_json::json!(["INVALID_FIELD", "INVALID_SESSION_ID"])
+        serde_json::json!([
+            "INSUFFICIENT_ACCESS_OR_READONLY",
+            "INVALID_FIELD",
+            "INVALID_SESSION_ID"
+        ])
     );
     assert_eq!(
         summary["bulk"],
@@ -268,6 +283,8 @@ async fn the_postman_collection_runs_with_newman() {
         ("clientSecret", field(&setup.client, "client_secret")),
         ("username", field(&setup.user, "username")),
         ("password", field(&setup.user, "password")),
+        ("adminClientId", field(&setup.admin, "client_id")),
+        ("adminClientSecret", field(&setup.admin, "client_secret")),
     ];
     let mut cmd = Command::new(newman);
     cmd.args([

@@ -21,7 +21,11 @@ async fn serve(db: &Path, env: &[(&str, &str)]) -> Server {
 async fn login(base: &str, db: &Path) -> String {
     let credentials = db.with_extension("client");
     if !credentials.exists() {
-        std::fs::write(&credentials, cli(db, &["clients", "create", "tests"])).unwrap();
+        std::fs::write(
+            &credentials,
+            cli(db, &["clients", "create", "tests", "--admin"]),
+        )
+        .unwrap();
     }
     let text = std::fs::read_to_string(&credentials).expect("client credentials");
     client_token(&reqwest::Client::new(), base, &text).await
@@ -348,7 +352,7 @@ async fn rustforce_drives_the_whole_flow() {
     let db = dir.path().join("refunds.db");
     let server = serve(&db, &[]).await; // also creates the API client "tests"
     let credentials = std::fs::read_to_string(db.with_extension("client")).unwrap();
-    let user = cli(&db, &["users", "create", "ops@example.com"]);
+    let user = cli(&db, &["users", "create", "ops@example.com", "--admin"]);
 
     let mut client = rustforce::Client::new(
         Some(field(&credentials, "client_id")),

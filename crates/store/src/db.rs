@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (3, "auth", include_str!("../migrations/0003_auth.sql")),
     (4, "rescues", include_str!("../migrations/0004_rescues.sql")),
+    (5, "roles", include_str!("../migrations/0005_roles.sql")),
 ];
 
 /// A pooled handle to the database, cheap to clone.

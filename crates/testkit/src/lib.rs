@@ -1,4 +1,6 @@
-//! Test support: a fresh database per test on each backend, the app in process, and
+//! Test support: a fresh database per test on each backend, the app in process (with a
+//! standard token for requests and an administrative one for creating payment gateways,
+//! and loopback among the gateway hosts, where the stand-in providers listen), and
 //! fixtures that load an order through the public API.
 //!
 //! PostgreSQL tests read `REFUNDS_TEST_POSTGRES_URL` (a server URL whose user may create
@@ -11,8 +13,9 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
+use refunds_api::auth::Role;
 use refunds_api::{router, AppState};
-use refunds_gateway::{Registry, SimulatorConfig};
+use refunds_gateway::{HostPolicy, Registry, SimulatorConfig};
 use refunds_queue::{reconcile_due, QueueConfig, Runner};
 use refunds_store::Db;
 use serde_json::{json, Value};
@@ -166,10 +169,21 @@ pub struct TestApp {
     pub runner: Runner,
     pub registry: Registry,
     pub config: QueueConfig,
-    /// A valid bearer token; `call` sends it unless the request names its own
-    /// `Authorization`.
+    /// A valid bearer token of a standard (not administrative) client; `call` sends it
+    /// unless the request names its own `Authorization`.
     pub token: String,
+    /// A bearer token of an administrative client: [`TestApp::gateway`] creates payment
+    /// gateways with it, as only admins may.
+    pub admin_token: String,
+    /// The app's authentication state (login throttle and argon2 counters).
+    pub auth: std::sync::Arc<refunds_api::auth::Auth>,
     _test_db: TestDb,
+}
+
+/// The hosts tests' gateways may call: the providers' public hosts and loopback, where
+/// the stand-in providers listen.
+pub fn test_gateway_hosts() -> HostPolicy {
+    HostPolicy::with_loopback()
 }
 
 /// An order loaded through the API: one payment per summary, oldest first.
@@ -187,23 +201,29 @@ impl TestApp {
     }
 
     pub async fn with_config(backend: Backend, config: QueueConfig) -> Option<TestApp> {
+        TestApp::with_state(backend, config, |state| state).await
+    }
+
+    /// An app whose [`AppState`] the test adjusts (e.g. its login limits) before the
+    /// router is built.
+    pub async fn with_state(
+        backend: Backend,
+        config: QueueConfig,
+        adjust: impl FnOnce(AppState) -> AppState,
+    ) -> Option<TestApp> {
         let test_db = TestDb::new(backend).await?;
         let db = test_db.db.clone();
-        let registry = Registry::new(SimulatorConfig::default());
+        let registry =
+            Registry::new(SimulatorConfig::default(), test_gateway_hosts()).expect("registry");
         let runner = Runner::new(db.clone(), config.clone(), registry.clone());
-        let router = router(AppState::new(db.clone(), config.clone()));
-        let (client_id, _) = refunds_api::auth::create_client(&db, "tests")
-            .await
-            .expect("create client")
-            .expect("new client");
-        let (token, _) = refunds_api::auth::issue_token(
-            &db,
-            &client_id,
-            "005000000000001AAA",
-            Duration::from_secs(3600),
-        )
-        .await
-        .expect("issue token");
+        let state = adjust(AppState {
+            gateway_hosts: std::sync::Arc::new(test_gateway_hosts()),
+            ..AppState::new(db.clone(), config.clone())
+        });
+        let auth = state.auth.clone();
+        let router = router(state);
+        let token = client_token(&db, "tests", Role::Standard).await;
+        let admin_token = client_token(&db, "tests-admin", Role::Admin).await;
         Some(TestApp {
             db,
             router,
@@ -211,6 +231,8 @@ impl TestApp {
             registry,
             config,
             token,
+            admin_token,
+            auth,
             _test_db: test_db,
         })
     }
@@ -276,6 +298,38 @@ impl TestApp {
         value["id"].as_str().expect("id").to_string()
     }
 
+    /// Creates a payment gateway with the administrative token and returns its id,
+    /// failing the test on any error.
+    pub async fn gateway(&self, body: Value) -> String {
+        let bearer = format!("Bearer {}", self.admin_token);
+        let (status, value) = self
+            .call(
+                Method::POST,
+                &format!("{V}/sobjects/PaymentGateway"),
+                Some(&body.to_string()),
+                &[("authorization", bearer.as_str())],
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "create PaymentGateway: {value}"
+        );
+        value["id"].as_str().expect("id").to_string()
+    }
+
+    /// Sends one request with the administrative token.
+    pub async fn call_as_admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let bearer = format!("Bearer {}", self.admin_token);
+        self.call(method, path, body, &[("authorization", bearer.as_str())])
+            .await
+    }
+
     /// Reads a record, failing the test if it is missing.
     pub async fn record(&self, ty: &str, id: &str) -> Value {
         let (status, value) = self.get(&format!("{V}/sobjects/{ty}/{id}")).await;
@@ -286,10 +340,7 @@ impl TestApp {
     /// An order in `currency` with one built-in Simulator payment (and summary) per amount.
     pub async fn order(&self, currency: &str, amounts: &[&str]) -> Order {
         let gateway = self
-            .create(
-                "PaymentGateway",
-                json!({"PaymentGatewayName": "Simulator", "ProviderType": "Simulator"}),
-            )
+            .gateway(json!({"PaymentGatewayName": "Simulator", "ProviderType": "Simulator"}))
             .await;
         self.order_on(&gateway, currency, amounts).await
     }
@@ -479,6 +530,25 @@ impl TestApp {
         }
         out
     }
+}
+
+/// A token of a new client with `role` (its user id is the client's own).
+async fn client_token(db: &Db, name: &str, role: Role) -> String {
+    let (client_id, _) = refunds_api::auth::create_client(db, name, role)
+        .await
+        .expect("create client")
+        .expect("new client");
+    let user_id =
+        sqlx::query_scalar::<_, String>("SELECT user_id FROM api_clients WHERE client_id = $1")
+            .bind(&client_id)
+            .fetch_one(db.pool())
+            .await
+            .expect("the client's user id");
+    let (token, _) =
+        refunds_api::auth::issue_token(db, &client_id, &user_id, Duration::from_secs(3600))
+            .await
+            .expect("issue token");
+    token
 }
 
 /// The Stripe-compatible simulator (`refunds simulator`) on a loopback port, with its

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use refunds_gateway::{GatewayConfig, Lookup, Outcome, Provider, Registry, SimulatorConfig};
+use refunds_gateway::{
+    GatewayConfig, HostPolicy, Lookup, Outcome, Provider, Registry, SimulatorConfig,
+};
 use wiremock::{MockServer, Request};
 
 /// The idempotency key of the refund requests.
@@ -23,7 +25,7 @@ pub const IMPATIENT: Duration = Duration::from_millis(300);
 pub fn credential_env(provider: &str, tag: &str, secret: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let name = format!(
-        "REFUNDS_TEST_{provider}_{tag}_{}",
+        "REFUNDS_SECRET_TEST_{provider}_{tag}_{}",
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
     std::env::set_var(&name, secret);
@@ -31,7 +33,9 @@ pub fn credential_env(provider: &str, tag: &str, secret: &str) -> String {
 }
 
 pub fn provider(config: &GatewayConfig) -> Arc<dyn Provider> {
-    match Registry::new(SimulatorConfig::default()).provider(config) {
+    let registry =
+        Registry::new(SimulatorConfig::default(), HostPolicy::with_loopback()).expect("a registry");
+    match registry.provider(config) {
         Ok(p) => p,
         Err(e) => panic!("a valid {} gateway was refused: {e}", config.provider_type),
     }

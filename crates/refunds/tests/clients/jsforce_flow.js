@@ -3,8 +3,10 @@
 // (with autoFetch following nextRecordsUrl), and Salesforce errors.
 //
 // Reads REFUNDS_URL, REFUNDS_CLIENT_ID, REFUNDS_CLIENT_SECRET, REFUNDS_USERNAME and
-// REFUNDS_PASSWORD; prints one JSON line with what it saw, which the Rust test checks
-// against the service. Any failed expectation exits non-zero.
+// REFUNDS_PASSWORD (a standard user, who loads the order and ensures the refund), and
+// REFUNDS_ADMIN_CLIENT_ID / REFUNDS_ADMIN_CLIENT_SECRET (an administrative client: only
+// admins create payment gateways); prints one JSON line with what it saw, which the Rust
+// test checks against the service. Any failed expectation exits non-zero.
 "use strict";
 
 const assert = require("node:assert/strict");
@@ -42,8 +44,37 @@ async function main() {
       headers: { "Content-Type": "application/json" },
     });
 
+  let forbidden;
+  const gatewayRecord = { PaymentGatewayName: "Sim", ProviderType: "Simulator" };
+  try {
+    await conn.sobject("PaymentGateway").create(gatewayRecord);
+    assert.fail("a standard user created a payment gateway");
+  } catch (e) {
+    assert.equal(e.errorCode, "INSUFFICIENT_ACCESS_OR_READONLY", String(e));
+    forbidden = e.errorCode;
+  }
+  // The administrative client logs in with the client-credentials grant and hands its
+  // token to a second connection.
+  const grant = await fetch(`${url}/services/oauth2/token`, {
+    method: "POST",
+    body: new URLSearchParams({
+      grant_type: "client_credentials",
+      client_id: env("REFUNDS_ADMIN_CLIENT_ID"),
+      client_secret: env("REFUNDS_ADMIN_CLIENT_SECRET"),
+    }),
+  });
+  assert.equal(grant.status, 200, await grant.clone().text());
+  const adminToken = await grant.json();
+  const admin = new jsforce.Connection({
+    instanceUrl: adminToken.instance_url,
+    accessToken: adminToken.access_token,
+    version: "58.0",
+  });
+  const gatewayResult = await admin.sobject("PaymentGateway").create(gatewayRecord);
+  assert.equal(gatewayResult.success, true, JSON.stringify(gatewayResult));
+  const gateway = gatewayResult.id;
+
   const order = await created("OrderSummary", { OrderNumber: "JS-1" });
-  const gateway = await created("PaymentGateway", { PaymentGatewayName: "Sim", ProviderType: "Simulator" });
   const payment = await created("Payment", {
     PaymentGatewayId: gateway,
     Amount: 120.0,
@@ -117,7 +148,7 @@ async function main() {
       refund: refunds.records[0].Id,
       amount: refunds.records[0].Amount,
       bulk: every.records.length,
-      errors: [refused.errorCode, unauthenticated.errorCode],
+      errors: [forbidden, refused.errorCode, unauthenticated.errorCode],
     })
   );
 }

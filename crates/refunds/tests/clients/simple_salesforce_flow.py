@@ -6,7 +6,9 @@ any OAuth client would fetch it) and is handed over as `session_id`, which the l
 documents for exactly that.
 
 Reads REFUNDS_URL (https), REFUNDS_CA (the server's certificate), REFUNDS_CLIENT_ID,
-REFUNDS_CLIENT_SECRET, REFUNDS_USERNAME and REFUNDS_PASSWORD; prints one JSON line with what
+REFUNDS_CLIENT_SECRET, REFUNDS_USERNAME and REFUNDS_PASSWORD (a standard user, who loads the
+order and ensures the refund), and REFUNDS_ADMIN_CLIENT_ID / REFUNDS_ADMIN_CLIENT_SECRET (an
+administrative client: only admins create payment gateways); prints one JSON line with what
 it saw, which the Rust test checks against the service. A failed expectation exits non-zero.
 """
 
@@ -19,6 +21,7 @@ from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import (
     SalesforceExpiredSession,
     SalesforceMalformedRequest,
+    SalesforceRefusedRequest,
 )
 
 
@@ -62,10 +65,34 @@ def main():
         assert result["success"] is True, result
         return result["id"]
 
-    order = created("OrderSummary", {"OrderNumber": "PY-1"})
-    gateway = created(
-        "PaymentGateway", {"PaymentGatewayName": "Sim", "ProviderType": "Simulator"}
+    gateway_record = {"PaymentGatewayName": "Sim", "ProviderType": "Simulator"}
+    try:
+        sf.PaymentGateway.create(gateway_record)
+        raise AssertionError("a standard user created a payment gateway")
+    except SalesforceRefusedRequest as error:
+        forbidden = error.content[0]["errorCode"]
+    assert forbidden == "INSUFFICIENT_ACCESS_OR_READONLY", forbidden
+    # The administrative client logs in with the client-credentials grant.
+    admin_token = session.post(
+        f"{url}/services/oauth2/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": env("REFUNDS_ADMIN_CLIENT_ID"),
+            "client_secret": env("REFUNDS_ADMIN_CLIENT_SECRET"),
+        },
     )
+    assert admin_token.status_code == 200, admin_token.text
+    admin = Salesforce(
+        instance_url=url,
+        session_id=admin_token.json()["access_token"],
+        version="58.0",
+        session=session,
+    )
+    result = admin.PaymentGateway.create(gateway_record)
+    assert result["success"] is True, result
+    gateway = result["id"]
+
+    order = created("OrderSummary", {"OrderNumber": "PY-1"})
     payment = created(
         "Payment",
         {"PaymentGatewayId": gateway, "Amount": 60.0, "GatewayRefNumber": "ch_py_1"},
@@ -142,7 +169,7 @@ def main():
                 "refund": refunds["records"][0]["Id"],
                 "amount": refunds["records"][0]["Amount"],
                 "bulk": len(every["records"]),
-                "errors": [refused, expired],
+                "errors": [forbidden, refused, expired],
             }
         )
     )
