@@ -42,7 +42,7 @@ pub async fn adyen(
             tracing::warn!(reference = %item.merchant_reference, "Adyen notification for an unknown refund: ignored");
             continue;
         };
-        if w.provider_type != "Adyen" {
+        if w.provider_type != refunds_domain::ProviderType::Adyen {
             tracing::warn!(refund = %w.id, "Adyen notification for a refund of another provider: ignored");
             continue;
         }
