@@ -5,16 +5,31 @@ use std::time::Duration;
 
 use refunds_domain::SfResultCode;
 
-use crate::Outcome;
+use crate::{ConfigError, Outcome};
 
 /// A pooled client. Redirects are not followed: a provider API answers, it does not redirect.
-pub(crate) fn client(connect_timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(connect_timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(64)
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+pub(crate) fn client(connect_timeout: Duration) -> Result<reqwest::Client, ConfigError> {
+    built(
+        reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(64),
+    )
+}
+
+/// A builder that fails is an error, never a default client: that one would have no
+/// connect timeout and would follow redirects.
+fn built(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, ConfigError> {
+    builder.build().map_err(|e| {
+        // reqwest says only "builder error"; the cause is in the source chain.
+        let mut why = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            why.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        ConfigError::HttpClient(why)
+    })
 }
 
 /// What a failed exchange means for the money. A request that never left (connection
@@ -137,4 +152,21 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_that_cannot_be_built_is_an_error() {
+        // A TLS configuration reqwest does not know makes `build` fail.
+        let broken = reqwest::Client::builder().use_preconfigured_tls(());
+        match built(broken) {
+            Err(ConfigError::HttpClient(why)) => assert!(why.contains("TLS"), "{why}"),
+            Ok(_) => panic!("a failed builder gave a client"),
+            Err(other) => panic!("unexpected error {other}"),
+        }
+        assert!(client(Duration::from_secs(1)).is_ok());
+    }
 }

@@ -130,6 +130,9 @@ pub enum ConfigError {
         codes = "Success, Decline, RequiresReview, Indeterminate, PermanentFail, SystemError, ValidationError"
     )]
     BadMapping(String),
+    /// The HTTP client could not be built (at start-up, or for a gateway's connect timeout).
+    #[error("cannot build the HTTP client for payment providers: {0}")]
+    HttpClient(String),
 }
 
 /// Parses a gateway's `ResultCodeMapping` (checked at ingest, applied on every answer).
@@ -160,23 +163,31 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(simulator: SimulatorConfig) -> Registry {
-        Registry {
+    /// Builds the HTTP client for the default connect timeout now, so that a client that
+    /// cannot be built stops the service at start-up.
+    pub fn new(simulator: SimulatorConfig) -> Result<Registry, ConfigError> {
+        let default = http::client(DEFAULT_CONNECT_TIMEOUT)?;
+        Ok(Registry {
             simulator: Arc::new(Simulator::new(simulator)),
-            clients: Arc::new(Mutex::new(HashMap::new())),
-        }
+            clients: Arc::new(Mutex::new(HashMap::from([(
+                DEFAULT_CONNECT_TIMEOUT,
+                default,
+            )]))),
+        })
     }
 
     pub fn supports(provider_type: &str) -> bool {
         SUPPORTED_PROVIDER_TYPES.contains(&provider_type)
     }
 
-    fn client(&self, connect_timeout: Duration) -> reqwest::Client {
+    fn client(&self, connect_timeout: Duration) -> Result<reqwest::Client, ConfigError> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        clients
-            .entry(connect_timeout)
-            .or_insert_with(|| http::client(connect_timeout))
-            .clone()
+        if let Some(client) = clients.get(&connect_timeout) {
+            return Ok(client.clone());
+        }
+        let client = http::client(connect_timeout)?;
+        clients.insert(connect_timeout, client.clone());
+        Ok(client)
     }
 
     pub fn provider(&self, config: &GatewayConfig) -> Result<Arc<dyn Provider>, ConfigError> {
@@ -187,8 +198,8 @@ impl Registry {
         let connect = config.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let inner: Arc<dyn Provider> = match config.provider_type.as_str() {
             "Simulator" => self.simulator.clone(),
-            "Stripe" => Arc::new(stripe::Stripe::new(self.client(connect), config)),
-            "Adyen" => Arc::new(adyen::Adyen::new(self.client(connect), config)),
+            "Stripe" => Arc::new(stripe::Stripe::new(self.client(connect)?, config)),
+            "Adyen" => Arc::new(adyen::Adyen::new(self.client(connect)?, config)),
             other => return Err(ConfigError::UnsupportedProvider(other.to_string())),
         };
         if mapping.is_empty() {
@@ -238,5 +249,29 @@ impl Provider for Remapped {
 
     fn polls_settlement(&self) -> bool {
         self.inner.polls_settlement()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use refunds_domain::ProviderType;
+
+    /// The store reads a gateway's `ProviderType` into the domain's enum: every value of it
+    /// has an adapter here, and every adapter a value there.
+    #[test]
+    fn every_provider_type_has_an_adapter() {
+        let registry = Registry::new(SimulatorConfig::default()).expect("an HTTP client");
+        for &p in ProviderType::ALL {
+            assert!(Registry::supports(p.as_str()), "{p}");
+            let config = GatewayConfig {
+                provider_type: p.as_str().to_string(),
+                ..GatewayConfig::default()
+            };
+            assert!(registry.provider(&config).is_ok(), "{p}");
+        }
+        for name in SUPPORTED_PROVIDER_TYPES {
+            assert!(name.parse::<ProviderType>().is_ok(), "{name}");
+        }
     }
 }

@@ -1090,7 +1090,10 @@ async fn a_bad_mapping_is_refused() {
             result_code_mapping: Some(mapping.into()),
             ..config(&server.uri(), "BADMAP")
         };
-        match Registry::new(SimulatorConfig::default()).provider(&config) {
+        match Registry::new(SimulatorConfig::default())
+            .expect("an HTTP client")
+            .provider(&config)
+        {
             Err(refunds_gateway::ConfigError::BadMapping(_)) => {}
             Err(other) => panic!("{mapping}: the wrong error {other}"),
             Ok(_) => panic!("{mapping} was accepted"),
@@ -1102,6 +1105,7 @@ async fn a_bad_mapping_is_refused() {
     };
     assert!(
         Registry::new(SimulatorConfig::default())
+            .expect("an HTTP client")
             .provider(&fine)
             .is_ok(),
         "an empty mapping is fine"
@@ -1113,7 +1117,7 @@ async fn a_bad_mapping_is_refused() {
 
 #[tokio::test]
 async fn two_gateways_with_the_same_connect_timeout_both_work() {
-    let registry = Registry::new(SimulatorConfig::default());
+    let registry = Registry::new(SimulatorConfig::default()).expect("an HTTP client");
     let mut servers = Vec::new();
     let mut providers = Vec::new();
     for (i, tag) in ["SHARED_A", "SHARED_B"].into_iter().enumerate() {

@@ -81,7 +81,7 @@ fn gate_runner_for(db: &Db, config: refunds_queue::QueueConfig, runs: usize) -> 
     let mut runner = Runner::new(
         db.clone(),
         config,
-        Registry::new(SimulatorConfig::default()),
+        Registry::new(SimulatorConfig::default()).expect("an HTTP client"),
     );
     runner.register(Arc::new(Gate {
         started: h.started.clone(),
@@ -123,7 +123,7 @@ fn runner_for(db: &Db, config: refunds_queue::QueueConfig, job: impl Job) -> Run
     let mut runner = Runner::new(
         db.clone(),
         config,
-        Registry::new(SimulatorConfig::default()),
+        Registry::new(SimulatorConfig::default()).expect("an HTTP client"),
     );
     runner.register(Arc::new(job));
     runner
@@ -425,7 +425,8 @@ async fn a_refund_interrupted_mid_call_is_redriven_with_the_same_key(backend: Ba
         .await;
     let slow = Registry::new(SimulatorConfig {
         latency: Duration::from_secs(30),
-    });
+    })
+    .expect("an HTTP client");
     let doomed = Runner::new(app.db.clone(), fast_config(), slow);
     let task = tokio::spawn(async move { doomed.run_once().await });
     // Wait for the Initiated log row: the worker is now inside the provider call.
@@ -641,7 +642,7 @@ async fn an_idle_worker_is_woken_by_an_enqueue(backend: Backend) {
     let mut runner = Runner::new(
         t.db.clone(),
         config,
-        Registry::new(SimulatorConfig::default()),
+        Registry::new(SimulatorConfig::default()).expect("an HTTP client"),
     );
     let runs = Arc::new(AtomicUsize::new(0));
     runner.register(Arc::new(Counting(runs.clone())));

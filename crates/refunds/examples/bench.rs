@@ -197,7 +197,7 @@ async fn main() {
     let runner = Runner::new(
         db.clone(),
         config,
-        Registry::new(SimulatorConfig::default()),
+        Registry::new(SimulatorConfig::default()).expect("an HTTP client"),
     );
     let grouped = db.group_commits();
     let started = Instant::now();

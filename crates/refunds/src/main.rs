@@ -215,10 +215,10 @@ impl Common {
         Ok(())
     }
 
-    fn registry(&self) -> Registry {
-        Registry::new(SimulatorConfig {
+    fn registry(&self) -> anyhow::Result<Registry> {
+        Ok(Registry::new(SimulatorConfig {
             latency: Duration::from_millis(self.simulator_latency_ms),
-        })
+        })?)
     }
 }
 
@@ -312,7 +312,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let db = common.database.open().await?;
             let shutdown = shutdown_signal();
             common.serve_metrics(&db, &shutdown).await?;
-            let runner = Runner::new(db, common.queue_config()?, common.registry());
+            let runner = Runner::new(db, common.queue_config()?, common.registry()?);
             tracing::info!(worker = runner.worker_id(), "worker started");
             runner.run(shutdown).await;
         }
@@ -334,7 +334,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let queue = common.queue_config()?;
             let shutdown = shutdown_signal();
             common.serve_metrics(&db, &shutdown).await?;
-            let runner = Runner::new(db.clone(), queue.clone(), common.registry());
+            let runner = Runner::new(db.clone(), queue.clone(), common.registry()?);
             let workers = tokio::spawn(runner.run(shutdown.clone()));
             let listener = tokio::net::TcpListener::bind(listen)
                 .await

@@ -189,7 +189,7 @@ impl TestApp {
     pub async fn with_config(backend: Backend, config: QueueConfig) -> Option<TestApp> {
         let test_db = TestDb::new(backend).await?;
         let db = test_db.db.clone();
-        let registry = Registry::new(SimulatorConfig::default());
+        let registry = Registry::new(SimulatorConfig::default()).expect("an HTTP client");
         let runner = Runner::new(db.clone(), config.clone(), registry.clone());
         let router = router(AppState::new(db.clone(), config.clone()));
         let (client_id, _) = refunds_api::auth::create_client(&db, "tests")

@@ -31,7 +31,10 @@ pub fn credential_env(provider: &str, tag: &str, secret: &str) -> String {
 }
 
 pub fn provider(config: &GatewayConfig) -> Arc<dyn Provider> {
-    match Registry::new(SimulatorConfig::default()).provider(config) {
+    match Registry::new(SimulatorConfig::default())
+        .expect("an HTTP client")
+        .provider(config)
+    {
         Ok(p) => p,
         Err(e) => panic!("a valid {} gateway was refused: {e}", config.provider_type),
     }
