@@ -24,5 +24,5 @@ pub use lifecycle::{
 };
 pub use money::{Currency, Money, MoneyError};
 pub use picklist::UnknownValue;
-pub use provider::ProviderType;
+pub use provider::{GatewayStatus, ProviderType};
 pub use result_code::SfResultCode;

@@ -1,4 +1,5 @@
-//! The payment providers a gateway can name in its `ProviderType`.
+//! The payment providers a gateway can name in its `ProviderType`, and whether a gateway
+//! may be used.
 
 use crate::picklist::text_enum;
 
@@ -9,6 +10,14 @@ text_enum! {
         Simulator => "Simulator",
         Stripe => "Stripe",
         Adyen => "Adyen",
+    }
+}
+
+text_enum! {
+    /// `PaymentGateway.Status`: an `Inactive` gateway's refunds fail without a call.
+    pub enum GatewayStatus ("payment gateway status") {
+        Active => "Active",
+        Inactive => "Inactive",
     }
 }
 
@@ -24,5 +33,9 @@ mod tests {
         for bad in ["stripe", "PayPal", ""] {
             assert!(bad.parse::<ProviderType>().is_err(), "{bad}");
         }
+        for &s in GatewayStatus::ALL {
+            assert_eq!(s.as_str().parse::<GatewayStatus>(), Ok(s));
+        }
+        assert!("active".parse::<GatewayStatus>().is_err());
     }
 }

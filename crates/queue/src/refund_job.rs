@@ -194,7 +194,7 @@ impl EnsureRefundsJob {
     }
 
     fn provider_for(&self, w: &RefundWork) -> Result<Arc<dyn Provider>, String> {
-        if w.gateway_status != "Active" {
+        if w.gateway_status != refunds_domain::GatewayStatus::Active {
             return Err(format!(
                 "payment gateway {} is {}",
                 w.gateway_id, w.gateway_status

@@ -6,8 +6,8 @@
 //! gets an error, never a wrong balance.
 
 use refunds_domain::{
-    Currency, InteractionStatus, Money, ObjectType, ProcessExceptionStatus, ProviderType,
-    ReconcileState, RefundState, RefundStatus, SfId,
+    Currency, GatewayStatus, InteractionStatus, Money, ObjectType, ProcessExceptionStatus,
+    ProviderType, ReconcileState, RefundState, RefundStatus, SfId,
 };
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -329,7 +329,7 @@ pub struct RefundWork {
     pub reconcile_since: Option<i64>,
     pub payment_ref: Option<String>,
     pub provider_type: ProviderType,
-    pub gateway_status: String,
+    pub gateway_status: GatewayStatus,
     pub base_url: Option<String>,
     pub credential_env: Option<String>,
     pub merchant_account: Option<String>,
@@ -401,7 +401,10 @@ fn work_from_row(r: &AnyRow) -> Result<RefundWork> {
             .try_get::<String, _>(16)?
             .parse()
             .map_err(|e| corrupt("gateway", &e))?,
-        gateway_status: r.try_get(17)?,
+        gateway_status: r
+            .try_get::<String, _>(17)?
+            .parse()
+            .map_err(|e| corrupt("gateway", &e))?,
         base_url: r.try_get(18)?,
         credential_env: r.try_get(19)?,
         merchant_account: r.try_get(20)?,

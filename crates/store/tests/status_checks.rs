@@ -5,9 +5,11 @@
 //! `REFUNDS_TEST_POSTGRES_URL` is set (required when `CI=true`).
 
 use refunds_domain::{
-    Currency, InteractionStatus, Money, ObjectType, ProcessExceptionStatus, ProviderType,
-    ReconcileState, RefundState, RefundStatus, SfId,
+    Currency, GatewayStatus, InteractionStatus, Money, ObjectType, ProcessExceptionStatus,
+    ProviderType, ReconcileState, RefundState, RefundStatus, SfId,
 };
+use refunds_store::schema::{self, object_def};
+use refunds_store::FieldKind;
 use refunds_store::{Backend, Db, StoreError};
 use sqlx::Connection;
 
@@ -478,6 +480,7 @@ async fn refund_work_reads_typed(backend: Backend) {
     assert_eq!(w.reconcile_state, ReconcileState::None);
     assert_eq!(w.state(), RefundState::NEW);
     assert_eq!(w.provider_type, ProviderType::Stripe);
+    assert_eq!(w.gateway_status, GatewayStatus::Active);
     assert_eq!(w.payment_ref.as_deref(), Some("ch_1"));
     s.finish().await;
 }
@@ -515,6 +518,44 @@ async fn a_row_that_does_not_parse_is_corrupt(backend: Backend) {
         other => panic!("an unknown currency was read as {other:?}"),
     }
     s.finish().await;
+}
+
+/// The picklists the API accepts on ingest are the enums the store reads back, so that
+/// nothing the API lets in is a corrupt row later.
+#[test]
+fn ingest_picklists_are_the_domain_enums() {
+    let picklist = |ty: ObjectType, field: &str| match object_def(ty).field(field).map(|f| f.kind) {
+        Some(FieldKind::Picklist(values)) => values.to_vec(),
+        other => panic!("{ty}.{field} is not a picklist: {other:?}"),
+    };
+    let providers: Vec<&str> = ProviderType::ALL.iter().map(|p| p.as_str()).collect();
+    assert_eq!(
+        picklist(ObjectType::PaymentGateway, "ProviderType"),
+        providers
+    );
+    let gateway_statuses: Vec<&str> = GatewayStatus::ALL.iter().map(|s| s.as_str()).collect();
+    assert_eq!(
+        picklist(ObjectType::PaymentGateway, "Status"),
+        gateway_statuses
+    );
+    let exception_statuses: Vec<&str> = ProcessExceptionStatus::ALL
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
+    assert_eq!(
+        picklist(ObjectType::ProcessException, "Status"),
+        exception_statuses
+    );
+    assert_eq!(
+        schema::PROCESS_EXCEPTION_STATUSES,
+        exception_statuses.as_slice()
+    );
+    let active: Vec<&str> = ProcessExceptionStatus::ALL
+        .iter()
+        .filter(|s| s.is_active())
+        .map(|s| s.as_str())
+        .collect();
+    assert_eq!(schema::ACTIVE_PROCESS_EXCEPTION_STATUSES, active.as_slice());
 }
 
 macro_rules! on_both {
