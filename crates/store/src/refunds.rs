@@ -365,18 +365,22 @@ fn work_from_row(r: &AnyRow) -> Result<RefundWork> {
     let corrupt = |what: &str, e: &dyn std::fmt::Display| {
         StoreError::Corrupt(format!("refund {refund_id}: {what}: {e}"))
     };
-    let id = |i: usize, ty: ObjectType| -> Result<SfId> {
-        let text: String = r.try_get(i)?;
-        SfId::parse_as(&text, ty).map_err(|e| corrupt("id", &e))
+    // Stored ids are canonical (18 chars); one that parses into another spelling would
+    // make every statement keyed by it miss its row.
+    let parse_id = |text: String, ty: ObjectType| -> Result<SfId> {
+        match SfId::parse_as(&text, ty) {
+            Ok(id) if id.as_str() == text => Ok(id),
+            Ok(id) => Err(corrupt("id", &format!("{text} is stored for {id}"))),
+            Err(e) => Err(corrupt("id", &e)),
+        }
     };
+    let id = |i: usize, ty: ObjectType| -> Result<SfId> { parse_id(r.try_get(i)?, ty) };
     let currency =
         Currency::parse(&r.try_get::<String, _>(11)?).map_err(|e| corrupt("currency", &e))?;
     let money = |i: usize| -> Result<Money> { Ok(Money::from_minor(r.try_get(i)?, currency)) };
     let credit_memo_id = r
         .try_get::<Option<String>, _>(8)?
-        .map(|text| {
-            SfId::parse_as(&text, ObjectType::CreditMemo).map_err(|e| corrupt("credit memo id", &e))
-        })
+        .map(|text| parse_id(text, ObjectType::CreditMemo))
         .transpose()?;
     Ok(RefundWork {
         id: id(0, ObjectType::Refund)?,

@@ -517,6 +517,19 @@ async fn a_row_that_does_not_parse_is_corrupt(backend: Backend) {
         Err(StoreError::Corrupt(why)) => assert!(why.contains("XYZ"), "{why}"),
         other => panic!("an unknown currency was read as {other:?}"),
     }
+    // An id stored in its 15-char spelling would parse, into another text than the one
+    // every statement keyed by it must match.
+    let short = &r.refund.as_str()[..15];
+    s.exec(&format!(
+        "UPDATE refunds SET id = '{short}', currency_iso_code = 'EUR' WHERE id = '{}'",
+        r.refund
+    ))
+    .await
+    .expect("store the short spelling");
+    match refunds_store::refunds::find_refund_work(&s.db, short).await {
+        Err(StoreError::Corrupt(why)) => assert!(why.contains(short), "{why}"),
+        other => panic!("a non-canonical id was read as {other:?}"),
+    }
     s.finish().await;
 }
 
