@@ -414,7 +414,11 @@ async fn validate(
         });
     }
 
-    let available: i64 = funds.summaries.iter().map(|s| s.available).sum();
+    let available = funds
+        .summaries
+        .iter()
+        .try_fold(0i64, |t, s| t.checked_add(s.available))
+        .ok_or_else(|| invalid_input("The order's available amounts are too large to add up"))?;
     let requested = credit_memo_part
         .checked_add(excess)
         .ok_or_else(|| invalid_input("The requested amount is too large"))?;

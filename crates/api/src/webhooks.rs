@@ -67,7 +67,7 @@ pub async fn adyen(
             unknown += 1;
             continue;
         };
-        if w.provider_type != "Adyen" {
+        if w.provider_type != refunds_domain::ProviderType::Adyen {
             other_provider += 1;
             continue;
         }

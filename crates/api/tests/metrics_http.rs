@@ -33,13 +33,23 @@ async fn scrape(app: &TestApp) -> (String, std::collections::HashMap<String, f64
     (text, samples)
 }
 
+/// The value of one series; a series that is missing fails the test (it is not zero: a
+/// renamed or dropped series must not pass for an empty one).
+fn series_value(text: &str, samples: &std::collections::HashMap<String, f64>, name: &str) -> f64 {
+    match samples.get(name) {
+        Some(value) => *value,
+        None => panic!("no series {name} in the metrics:\n{text}"),
+    }
+}
+
 async fn counts_by_state_after_real_flows(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else {
         return;
     };
     let (text, samples) = scrape(&app).await;
-    assert_eq!(samples["refunds_process_exceptions_open"], 0.0, "{text}");
-    assert_eq!(samples["refunds_queue_lag_seconds"], 0.0, "{text}");
+    let sample = |name: &str| series_value(&text, &samples, name);
+    assert_eq!(sample("refunds_process_exceptions_open"), 0.0, "{text}");
+    assert_eq!(sample("refunds_queue_lag_seconds"), 0.0, "{text}");
     for family in [
         "refunds_background_operations",
         "refunds_refunds",
@@ -62,7 +72,7 @@ async fn counts_by_state_after_real_flows(backend: Backend) {
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
 
     let (text, samples) = scrape(&app).await;
-    let sample = |name: &str| samples.get(name).copied().unwrap_or(0.0);
+    let sample = |name: &str| series_value(&text, &samples, name);
     for (name, expected) in [
         (r#"refunds_background_operations{status="Complete"}"#, 2.0),
         (r#"refunds_background_operations{status="New"}"#, 1.0),

@@ -78,7 +78,7 @@ impl Currency {
             .map(|&(code, exponent)| Currency { code, exponent })
     }
 
-    pub fn code(&self) -> &str {
+    pub fn code(&self) -> &'static str {
         self.code
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use refunds_domain::SfResultCode;
 
 use crate::hosts::{GuardedResolver, HostPolicy};
-use crate::Outcome;
+use crate::{ConfigError, Outcome};
 
 /// A pooled client. Redirects are not followed: a provider API answers, it does not redirect.
 /// Names are resolved by [`GuardedResolver`] (listed hosts, allowed addresses only), and
@@ -16,16 +16,32 @@ use crate::Outcome;
 pub(crate) fn client(
     connect_timeout: Duration,
     hosts: &Arc<HostPolicy>,
-) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .connect_timeout(connect_timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(64)
-        .no_proxy()
-        .dns_resolver(Arc::new(GuardedResolver {
-            policy: hosts.clone(),
-        }))
-        .build()
+) -> Result<reqwest::Client, ConfigError> {
+    built(
+        reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(64)
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: hosts.clone(),
+            })),
+    )
+}
+
+/// A builder that fails is an error, never a default client: that one would have no
+/// connect timeout, would follow redirects and would resolve names without the host policy.
+fn built(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, ConfigError> {
+    builder.build().map_err(|e| {
+        // reqwest says only "builder error"; the cause is in the source chain.
+        let mut why = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            why.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        ConfigError::HttpClient(why)
+    })
 }
 
 /// What a failed exchange means for the money. A request that never left (connection
@@ -184,4 +200,25 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_that_cannot_be_built_is_an_error() {
+        // A TLS configuration reqwest does not know makes `build` fail.
+        let broken = reqwest::Client::builder().use_preconfigured_tls(());
+        match built(broken) {
+            Err(ConfigError::HttpClient(why)) => assert!(why.contains("TLS"), "{why}"),
+            Ok(_) => panic!("a failed builder gave a client"),
+            Err(other) => panic!("unexpected error {other}"),
+        }
+        assert!(client(
+            Duration::from_secs(1),
+            &Arc::new(HostPolicy::with_loopback())
+        )
+        .is_ok());
+    }
 }

@@ -213,8 +213,7 @@ impl Registry {
     /// built fails at start-up rather than at the first refund.
     pub fn new(simulator: SimulatorConfig, hosts: HostPolicy) -> Result<Registry, ConfigError> {
         let hosts = Arc::new(hosts);
-        let default = http::client(DEFAULT_CONNECT_TIMEOUT, &hosts)
-            .map_err(|e| ConfigError::HttpClient(e.to_string()))?;
+        let default = http::client(DEFAULT_CONNECT_TIMEOUT, &hosts)?;
         Ok(Registry {
             simulator: Arc::new(Simulator::new(simulator)),
             hosts,
@@ -239,8 +238,7 @@ impl Registry {
         if let Some(client) = clients.get(&connect_timeout) {
             return Ok(client.clone());
         }
-        let client = http::client(connect_timeout, &self.hosts)
-            .map_err(|e| ConfigError::HttpClient(e.to_string()))?;
+        let client = http::client(connect_timeout, &self.hosts)?;
         clients.insert(connect_timeout, client.clone());
         Ok(client)
     }
@@ -310,5 +308,30 @@ impl Provider for Remapped {
 
     fn polls_settlement(&self) -> bool {
         self.inner.polls_settlement()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use refunds_domain::ProviderType;
+
+    /// The store reads a gateway's `ProviderType` into the domain's enum: every value of it
+    /// has an adapter here, and every adapter a value there.
+    #[test]
+    fn every_provider_type_has_an_adapter() {
+        let registry = Registry::new(SimulatorConfig::default(), HostPolicy::with_loopback())
+            .expect("an HTTP client");
+        for &p in ProviderType::ALL {
+            assert!(Registry::supports(p.as_str()), "{p}");
+            let config = GatewayConfig {
+                provider_type: p.as_str().to_string(),
+                ..GatewayConfig::default()
+            };
+            assert!(registry.provider(&config).is_ok(), "{p}");
+        }
+        for name in SUPPORTED_PROVIDER_TYPES {
+            assert!(name.parse::<ProviderType>().is_ok(), "{name}");
+        }
     }
 }

@@ -8,14 +8,14 @@
 
 use std::time::Duration;
 
-use refunds_domain::{ObjectType, SfId, SfResultCode};
+use refunds_domain::{ObjectType, RefundStatus, SfId, SfResultCode};
 use refunds_gateway::{Lookup, Provider, Registry};
 use refunds_store::refunds::{self as sql, NewProcessException, RefundWork};
 use refunds_store::{now_ms, Db};
 use tokio::sync::watch;
 
 use crate::settle::{
-    finish_call, finish_pending, format_amount, gateway_config, request_for, settle_with,
+    finish_call, finish_pending, format_money, gateway_config, request_for, settle_with,
     start_call, Interaction, Then,
 };
 use crate::{ms, timed, JobError, QueueConfig};
@@ -66,7 +66,7 @@ pub async fn reconcile_due(
                 continue;
             }
         };
-        if w.status == "Pending" {
+        if w.status == RefundStatus::Pending {
             follow_settlement(db, &*provider, &w).await?;
         } else if now.saturating_sub(w.reconcile_since.unwrap_or(now))
             >= ms(config.reconcile_give_up)
@@ -85,7 +85,7 @@ async fn take(db: &Db, config: &QueueConfig, w: &RefundWork, now: i64) -> Result
     let backoff = ms(config.reconcile_delay).saturating_mul(1i64 << w.lookups.clamp(0, 30));
     let next = now.saturating_add(backoff.min(ms(config.reconcile_max_delay)));
     let mut tx = db.begin().await?;
-    let taken = sql::take_reconciliation(tx.conn(), &w.id, w.lookups, next, now).await?;
+    let taken = sql::take_reconciliation(tx.conn(), w.id.as_str(), w.lookups, next, now).await?;
     tx.commit().await?;
     Ok(taken)
 }
@@ -166,7 +166,7 @@ async fn hand_over(db: &Db, w: &RefundWork, now: i64) -> Result<(), JobError> {
         "{} {} ({}) is unknown; its money stays reserved until a person settles it",
         sql::HAND_OVER_MESSAGE,
         w.id,
-        format_amount(w.amount, &w.currency)
+        format_money(w.amount)
     );
     let description = format!(
         "The provider could not confirm refund {} after {} lookups. Check the provider's dashboard for \
@@ -176,7 +176,7 @@ async fn hand_over(db: &Db, w: &RefundWork, now: i64) -> Result<(), JobError> {
     let mut tx = db.begin().await?;
     sql::hand_over_reconciliation(
         tx.conn(),
-        &w.id,
+        w.id.as_str(),
         &NewProcessException::about_refund(w, &pe_id, &message, &description, now),
         now,
     )

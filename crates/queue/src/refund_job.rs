@@ -194,7 +194,7 @@ impl EnsureRefundsJob {
     }
 
     fn provider_for(&self, w: &RefundWork) -> Result<Arc<dyn Provider>, String> {
-        if w.gateway_status != "Active" {
+        if w.gateway_status != refunds_domain::GatewayStatus::Active {
             return Err(format!(
                 "payment gateway {} is {}",
                 w.gateway_id, w.gateway_status
@@ -225,7 +225,7 @@ impl EnsureRefundsJob {
             let log_id = start_call(&ctx.db, run, w, Interaction::ReferencedRefund).await?;
             let (outcome, duration) = timed(provider.refund(&request)).await;
             tracing::info!(
-                operation = %w.operation_id, refund = %w.id, amount = w.amount, attempt,
+                operation = %w.operation_id, refund = %w.id, amount = w.amount.minor(), attempt,
                 code = %outcome.code, duration_ms = duration, "provider refund call"
             );
             let then = match outcome.code {
@@ -277,7 +277,7 @@ impl Job for EnsureRefundsJob {
         let now = now_ms();
         let left: Vec<String> = drafts
             .iter()
-            .map(|w| format!("{} ({})", w.id, format_amount(w.amount, &w.currency)))
+            .map(|w| format!("{} ({})", w.id, crate::settle::format_money(w.amount)))
             .collect();
         let error: String = error.chars().take(200).collect();
         let message = format!("Background operation {op_id} failed: {error}");
@@ -294,7 +294,7 @@ impl Job for EnsureRefundsJob {
         let pe_id = SfId::generate(ObjectType::ProcessException).into_string();
         let mut tx = ctx.fenced().await?;
         for w in &drafts {
-            sql::start_reconciliation(tx.conn(), &w.id, now, now).await?;
+            sql::start_reconciliation(tx.conn(), w.id.as_str(), now, now).await?;
         }
         let exception =
             NewProcessException::high(&pe_id, &message, &description, op_id, &order_id, op_id, now);

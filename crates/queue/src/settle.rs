@@ -2,7 +2,9 @@
 //! answer after it, with whatever the answer does to the money. Shared by the refund job
 //! and by reconciliation.
 
-use refunds_domain::{Currency, Money, ObjectType, SfId, SfResultCode};
+use refunds_domain::{
+    Currency, InteractionStatus, Money, ObjectType, RefundStatus, SfId, SfResultCode,
+};
 use refunds_gateway::{GatewayConfig, Outcome, Provider, RefundRequest};
 use refunds_store::ops::{self, Claimed};
 use refunds_store::refunds::{
@@ -53,7 +55,7 @@ pub(crate) fn gateway_config(w: &RefundWork) -> GatewayConfig {
             .map(std::time::Duration::from_millis)
     };
     GatewayConfig {
-        provider_type: w.provider_type.clone(),
+        provider_type: w.provider_type.as_str().to_string(),
         base_url: w.base_url.clone(),
         credential_env: w.credential_env.clone(),
         merchant_account: w.merchant_account.clone(),
@@ -65,11 +67,11 @@ pub(crate) fn gateway_config(w: &RefundWork) -> GatewayConfig {
 
 pub(crate) fn request_for(w: &RefundWork) -> RefundRequest {
     RefundRequest {
-        idempotency_key: w.id.clone(),
+        idempotency_key: w.id.to_string(),
         payment_ref: w.payment_ref.clone(),
-        amount: w.amount,
-        currency: w.currency.clone(),
-        operation_id: w.operation_id.clone(),
+        amount: w.amount.minor(),
+        currency: w.currency().code().to_string(),
+        operation_id: w.operation_id.to_string(),
     }
 }
 
@@ -83,29 +85,29 @@ pub(crate) async fn start_call(
     let log_id = SfId::generate(ObjectType::PaymentGatewayLog).into_string();
     let now = now_ms();
     let request = serde_json::json!({
-        "idempotencyKey": w.id,
+        "idempotencyKey": w.id.as_str(),
         "paymentRef": w.payment_ref,
-        "amount": w.amount,
-        "currency": w.currency,
+        "amount": w.amount.minor(),
+        "currency": w.currency().code(),
     })
     .to_string();
     let mut tx = begin(db, run).await?;
     if interaction == Interaction::ReferencedRefund {
-        sql::count_attempt(tx.conn(), &w.id, now).await?;
+        sql::count_attempt(tx.conn(), w.id.as_str(), now).await?;
     }
     sql::insert_log(
         tx.conn(),
         &NewLog {
             id: &log_id,
             interaction_type: interaction.as_str(),
-            interaction_status: "Initiated",
-            sf_ref_number: &w.id,
+            interaction_status: InteractionStatus::Initiated,
+            sf_ref_number: w.id.as_str(),
             request: Some(&request),
-            refund_id: &w.id,
-            summary_id: &w.summary_id,
-            gateway_id: &w.gateway_id,
+            refund_id: w.id.as_str(),
+            summary_id: w.summary_id.as_str(),
+            gateway_id: w.gateway_id.as_str(),
             is_notification: false,
-            currency: &w.currency,
+            currency: w.currency().code(),
             now,
         },
     )
@@ -125,14 +127,14 @@ fn answer_row<'a>(
     NewLog {
         id: log_id,
         interaction_type: Interaction::ReferencedRefund.as_str(),
-        interaction_status: "Initiated",
-        sf_ref_number: &w.id,
+        interaction_status: InteractionStatus::Initiated,
+        sf_ref_number: w.id.as_str(),
         request: None,
-        refund_id: &w.id,
-        summary_id: &w.summary_id,
-        gateway_id: &w.gateway_id,
+        refund_id: w.id.as_str(),
+        summary_id: w.summary_id.as_str(),
+        gateway_id: w.gateway_id.as_str(),
         is_notification,
-        currency: &w.currency,
+        currency: w.currency().code(),
         now,
     }
 }
@@ -145,7 +147,7 @@ async fn raise_once(
     description: &str,
     now: i64,
 ) -> Result<(), JobError> {
-    if !sql::has_open_exception(tx.conn(), &w.id, message).await? {
+    if !sql::has_open_exception(tx.conn(), w.id.as_str(), message).await? {
         let pe_id = SfId::generate(ObjectType::ProcessException).into_string();
         let exception = NewProcessException::about_refund(w, &pe_id, message, description, now);
         sql::insert_process_exception(tx.conn(), &exception).await?;
@@ -157,7 +159,7 @@ async fn raise_once(
 /// [`sql::resolve_hand_over`]); answers how many it resolved.
 async fn close_hand_over(db: &Db, w: &RefundWork, note: &str) -> Result<usize, JobError> {
     let mut tx = db.begin().await?;
-    let resolved = sql::resolve_hand_over(tx.conn(), &w.id, note, now_ms()).await?;
+    let resolved = sql::resolve_hand_over(tx.conn(), w.id.as_str(), note, now_ms()).await?;
     tx.commit().await?;
     Ok(resolved)
 }
@@ -175,12 +177,12 @@ pub(crate) enum Then {
     Reconcile(i64),
 }
 
-fn interaction_status(code: SfResultCode, not_found: bool) -> &'static str {
+fn interaction_status(code: SfResultCode, not_found: bool) -> InteractionStatus {
     match code {
-        _ if not_found => "NoOp",
-        SfResultCode::Success => "Success",
-        SfResultCode::Indeterminate => "Timeout",
-        _ => "Failed",
+        _ if not_found => InteractionStatus::NoOp,
+        SfResultCode::Success => InteractionStatus::Success,
+        SfResultCode::Indeterminate => InteractionStatus::Timeout,
+        _ => InteractionStatus::Failed,
     }
 }
 
@@ -204,11 +206,11 @@ pub(crate) async fn finish_call(
         duration_ms,
     );
     let mut tx = begin(db, run).await?;
-    sql::finish_log(tx.conn(), log_id, &w.summary_id, &answer, now).await?;
+    sql::finish_log(tx.conn(), log_id, w.summary_id.as_str(), &answer, now).await?;
     let mut settled = true;
     match then {
         Then::LogOnly => {}
-        Then::Reconcile(at) => sql::start_reconciliation(tx.conn(), &w.id, at, now).await?,
+        Then::Reconcile(at) => sql::start_reconciliation(tx.conn(), w.id.as_str(), at, now).await?,
         Then::Settle { poll_at } if outcome.code == SfResultCode::Success => {
             let line_id = SfId::generate(ObjectType::RefundLinePayment).into_string();
             let settlement = match (outcome.settles_later, poll_at) {
@@ -230,17 +232,17 @@ pub(crate) async fn finish_call(
         // Someone settled this refund first; keep our log line, change no money.
         tx.rollback().await?;
         let mut tx = begin(db, run).await?;
-        sql::finish_log(tx.conn(), log_id, &w.summary_id, &answer, now).await?;
+        sql::finish_log(tx.conn(), log_id, w.summary_id.as_str(), &answer, now).await?;
         tx.commit().await?;
     }
     Ok(settled)
 }
 
-fn answer_of<'a>(
-    outcome: &'a Outcome,
-    interaction_status: &'a str,
+fn answer_of(
+    outcome: &Outcome,
+    interaction_status: InteractionStatus,
     duration_ms: i64,
-) -> ProviderAnswer<'a> {
+) -> ProviderAnswer<'_> {
     ProviderAnswer {
         interaction_status,
         sf_result_code: outcome.code.as_str(),
@@ -271,7 +273,7 @@ impl FailureReport {
                 w.id,
                 w.operation_id,
                 w.leg,
-                if w.credit_memo_amount > 0 { " and the credit memo balance restored" } else { "" },
+                if w.credit_memo_amount.minor() > 0 { " and the credit memo balance restored" } else { "" },
                 log_id
             ),
         }
@@ -282,9 +284,16 @@ impl FailureReport {
     }
 }
 
+/// An amount as a person reads it: "10.50 USD".
+pub(crate) fn format_money(amount: Money) -> String {
+    format!("{amount} {}", amount.currency())
+}
+
+/// An amount given in minor units of a currency code nobody checked (a provider's word):
+/// as [`format_money`] if the code is known.
 pub(crate) fn format_amount(amount: i64, currency: &str) -> String {
     match Currency::parse(currency) {
-        Ok(c) => format!("{} {}", Money::from_minor(amount, c), currency),
+        Ok(c) => format_money(Money::from_minor(amount, c)),
         Err(_) => format!("{amount} minor units of {currency}"),
     }
 }
@@ -292,7 +301,7 @@ pub(crate) fn format_amount(amount: i64, currency: &str) -> String {
 fn failure_message(w: &RefundWork, outcome: &Outcome) -> String {
     let mut message = format!(
         "Refund of {} to payment {} failed: {}",
-        format_amount(w.amount, &w.currency),
+        format_money(w.amount),
         w.payment_id,
         outcome.code
     );
@@ -319,7 +328,11 @@ pub(crate) async fn finish_pending(
     let now = now_ms();
     let answer = answer_of(
         outcome,
-        if success { "Success" } else { "Failed" },
+        if success {
+            InteractionStatus::Success
+        } else {
+            InteractionStatus::Failed
+        },
         duration_ms,
     );
     let line_id = SfId::generate(ObjectType::RefundLinePayment).into_string();
@@ -331,7 +344,7 @@ pub(crate) async fn finish_pending(
     );
     let exception = report.exception(w, now);
     let mut tx = db.begin().await?;
-    sql::finish_log(tx.conn(), log_id, &w.summary_id, &answer, now).await?;
+    sql::finish_log(tx.conn(), log_id, w.summary_id.as_str(), &answer, now).await?;
     let settled =
         sql::finish_pending(tx.conn(), w, &answer, success, &line_id, &exception, now).await?;
     tx.commit().await?;
@@ -357,7 +370,7 @@ pub async fn settle_notification(
     // `Pending` for ever once reconciliation re-sends the call, because the provider does
     // not deliver an acknowledged notification again.
     let mut settled = false;
-    if w.status == "Draft" {
+    if w.status == RefundStatus::Draft {
         let answer = Outcome {
             settles_later: false,
             ..outcome.clone()
@@ -370,7 +383,7 @@ pub async fn settle_notification(
     }
     if !settled {
         contradicted(db, w, success, &log_id).await?;
-    } else if w.status == "Draft" {
+    } else if w.status == RefundStatus::Draft {
         // It may have been handed to a person when its outcome stayed unknown: that task is
         // done now, and doing it by hand as well could pay the refund twice.
         let note = format!(
@@ -394,11 +407,11 @@ async fn contradicted(
     refunded: bool,
     log_id: &str,
 ) -> Result<(), JobError> {
-    let Some(current) = sql::find_refund_work(db, &w.id).await? else {
+    let Some(current) = sql::find_refund_work(db, w.id.as_str()).await? else {
         return Ok(());
     };
-    let released = matches!(current.status.as_str(), "Canceled" | "Failed");
-    let counted = current.status == "Processed";
+    let released = current.status == RefundStatus::Canceled;
+    let counted = current.status == RefundStatus::Processed;
     if !(refunded && released || !refunded && counted) {
         tracing::info!(refund = %w.id, "notification for a refund that is not pending: logged only");
         return Ok(());
@@ -433,11 +446,12 @@ pub fn notification_mismatch(
     currency: &str,
     merchant_account: &str,
 ) -> Option<String> {
-    if amount != w.amount || currency != w.currency {
+    let reported = Currency::parse(currency).map(|c| Money::from_minor(amount, c));
+    if reported != Ok(w.amount) {
         return Some(format!(
             "it reports {} but the refund is {}",
             format_amount(amount, currency),
-            format_amount(w.amount, &w.currency)
+            format_money(w.amount)
         ));
     }
     match &w.merchant_account {
@@ -469,12 +483,12 @@ pub async fn record_mismatched_notification(
          provider's dashboard (reference {}) and settle it by hand. Gateway log {log_id}.",
         w.id,
         w.status,
-        outcome.gateway_ref.as_deref().unwrap_or(&w.id)
+        outcome.gateway_ref.as_deref().unwrap_or(w.id.as_str())
     );
     let mut tx = db.begin().await?;
     sql::insert_log(tx.conn(), &answer_row(w, &log_id, true, now)).await?;
-    let answer = answer_of(outcome, "NoOp", 0);
-    sql::finish_log(tx.conn(), &log_id, &w.summary_id, &answer, now).await?;
+    let answer = answer_of(outcome, InteractionStatus::NoOp, 0);
+    sql::finish_log(tx.conn(), &log_id, w.summary_id.as_str(), &answer, now).await?;
     raise_once(&mut tx, w, &message, &description, now).await?;
     tx.commit().await?;
     tracing::warn!(refund = %w.id, why, "a notification does not match its refund: handed to a person");
@@ -486,9 +500,10 @@ pub async fn record_mismatched_notification(
 /// word). A `Draft` still being worked on — called right now, or being looked up — is not:
 /// a person's answer could cross the provider's.
 pub fn by_hand_refused(w: &RefundWork) -> Option<String> {
-    match (w.status.as_str(), w.reconcile_state.as_str()) {
-        ("Draft", "manual") | ("Pending", _) => None,
-        ("Draft", _) => Some(format!(
+    use refunds_domain::ReconcileState;
+    match (w.status, w.reconcile_state) {
+        (RefundStatus::Draft, ReconcileState::Manual) | (RefundStatus::Pending, _) => None,
+        (RefundStatus::Draft, _) => Some(format!(
             "Refund {} is still being worked on (its provider call or lookup is not finished); \
              it can be settled by hand once it is handed to a person",
             w.id
@@ -523,7 +538,7 @@ pub async fn settle_by_hand(db: &Db, w: &RefundWork, refunded: bool) -> Result<b
             },
         )
     };
-    let settled = if w.status == "Draft" {
+    let settled = if w.status == RefundStatus::Draft {
         let then = Then::Settle { poll_at: None };
         finish_call(db, None, w, &log_id, &outcome, false, 0, then).await?
     } else {

@@ -32,13 +32,26 @@ impl Job for Gate {
 
     async fn run(&self, ctx: &JobContext) -> Result<(), JobError> {
         self.runs.fetch_add(1, Ordering::SeqCst);
-        self.started.wait().await;
-        self.release.wait().await;
+        within("the test to see this job start", self.started.wait()).await;
+        within("the test to release this job", self.release.wait()).await;
         let tx = ctx.fenced().await?;
         tx.commit().await?;
         self.fenced_commits.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
+}
+
+/// How long a barrier test waits for the other side: far beyond any healthy run on a
+/// loaded machine, so that only a regression (a job that never starts, a run that never
+/// ends) reaches it — and then fails, instead of hanging the suite.
+const MEET_WITHIN: Duration = Duration::from_secs(30);
+
+/// Awaits `step`, failing the test with a message naming `what` it waited for if that
+/// takes longer than [`MEET_WITHIN`].
+async fn within<T>(what: &str, step: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(MEET_WITHIN, step)
+        .await
+        .unwrap_or_else(|_| panic!("waited {MEET_WITHIN:?} for {what}: a barrier test is stuck"))
 }
 
 struct Harness {
@@ -145,15 +158,15 @@ async fn two_workers_never_run_the_same_operation(backend: Backend) {
         let a = a.clone();
         async move { a.run_once().await.unwrap() }
     });
-    h.started.wait().await; // A is inside the job now.
+    within("the job to start", h.started.wait()).await; // A is inside the job now.
     assert_eq!(
         b.run_once().await.unwrap(),
         0,
         "B must not claim an operation A holds"
     );
     assert_eq!(a.run_once().await.unwrap(), 0, "nor may A claim it twice");
-    h.release.wait().await;
-    assert_eq!(first.await.unwrap(), 1);
+    within("the job to take its release", h.release.wait()).await;
+    assert_eq!(within("the run to end", first).await.unwrap(), 1);
     assert_eq!(h.runs.load(Ordering::SeqCst), 1);
     assert_eq!(status(&t.db, &op).await, ("Complete".to_string(), 0));
     assert_eq!(
@@ -174,7 +187,7 @@ async fn operations_of_one_order_run_one_at_a_time_in_order(backend: Backend) {
         let a = a.clone();
         async move { a.run_once().await.unwrap() }
     });
-    h.started.wait().await;
+    within("the job to start", h.started.wait()).await;
     assert_eq!(status(&t.db, &first).await.0, "Running");
     assert_eq!(
         status(&t.db, &second).await.0,
@@ -186,9 +199,9 @@ async fn operations_of_one_order_run_one_at_a_time_in_order(backend: Backend) {
         0,
         "nothing else is claimable for this order"
     );
-    h.release.wait().await;
+    within("the job to take its release", h.release.wait()).await;
     assert_eq!(
-        running.await.unwrap(),
+        within("the run to end", running).await.unwrap(),
         1,
         "only the first ran in that round"
     );
@@ -196,9 +209,9 @@ async fn operations_of_one_order_run_one_at_a_time_in_order(backend: Backend) {
         let a = a.clone();
         async move { a.run_once().await.unwrap() }
     });
-    h.started.wait().await;
-    h.release.wait().await;
-    assert_eq!(next.await.unwrap(), 1);
+    within("the job to start", h.started.wait()).await;
+    within("the job to take its release", h.release.wait()).await;
+    assert_eq!(within("the run to end", next).await.unwrap(), 1);
     assert_eq!(status(&t.db, &second).await.0, "Complete");
 }
 
@@ -214,14 +227,14 @@ async fn operations_of_different_orders_run_together(backend: Backend) {
         let a = a.clone();
         async move { a.run_once().await.unwrap() }
     });
-    h.started.wait().await;
+    within("the job to start", h.started.wait()).await;
     assert_eq!(
         h.runs.load(Ordering::SeqCst),
         2,
         "both orders' operations are running at once"
     );
-    h.release.wait().await;
-    assert_eq!(round.await.unwrap(), 2);
+    within("the job to take its release", h.release.wait()).await;
+    assert_eq!(within("the run to end", round).await.unwrap(), 2);
 }
 
 async fn a_dead_workers_operation_is_rescued_and_finishes_once(backend: Backend) {
@@ -235,20 +248,20 @@ async fn a_dead_workers_operation_is_rescued_and_finishes_once(backend: Backend)
         let a = a.clone();
         async move { a.run_once().await.unwrap() }
     });
-    ha.started.wait().await;
+    within("the job to start", ha.started.wait()).await;
     // A stops heart-beating (as if its process froze): its lease expires.
     ops::expire_lease(&t.db, &op).await.unwrap();
     let rescue = tokio::spawn({
         let b = b.clone();
         async move { b.run_once().await.unwrap() }
     });
-    hb.started.wait().await;
-    hb.release.wait().await;
-    assert_eq!(rescue.await.unwrap(), 1);
+    within("the job to start", hb.started.wait()).await;
+    within("the job to take its release", hb.release.wait()).await;
+    assert_eq!(within("the run to end", rescue).await.unwrap(), 1);
     assert_eq!(status(&t.db, &op).await.0, "Complete");
     // A wakes up and tries to finish: its fenced write is refused.
-    ha.release.wait().await;
-    stale.await.unwrap();
+    within("the job to take its release", ha.release.wait()).await;
+    within("the run to end", stale).await.unwrap();
     assert_eq!(
         ha.fenced_commits.load(Ordering::SeqCst),
         0,
@@ -277,7 +290,7 @@ async fn a_live_workers_heartbeat_keeps_its_lease(backend: Backend) {
         let a = a.clone();
         async move { a.run_once().await.unwrap() }
     });
-    h.started.wait().await;
+    within("the job to start", h.started.wait()).await;
     // Well past the lease: only the heartbeat keeps the operation A's.
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert_eq!(
@@ -285,8 +298,8 @@ async fn a_live_workers_heartbeat_keeps_its_lease(backend: Backend) {
         0,
         "a live worker's operation is not rescued"
     );
-    h.release.wait().await;
-    assert_eq!(running.await.unwrap(), 1);
+    within("the job to take its release", h.release.wait()).await;
+    assert_eq!(within("the run to end", running).await.unwrap(), 1);
     assert_eq!(h.fenced_commits.load(Ordering::SeqCst), 1);
 }
 

@@ -31,7 +31,38 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "auth", include_str!("../migrations/0003_auth.sql")),
     (4, "rescues", include_str!("../migrations/0004_rescues.sql")),
     (5, "roles", include_str!("../migrations/0005_roles.sql")),
+    (7, "status_checks", PER_BACKEND),
 ];
+
+/// The SQL of a migration listed in [`MIGRATIONS`] as `PER_BACKEND` is written once per
+/// backend, in [`BACKEND_MIGRATIONS`] (SQLite cannot add a `CHECK` to an existing table,
+/// so it gets triggers instead).
+const PER_BACKEND: &str = "";
+
+const BACKEND_MIGRATIONS: &[(i64, Backend, &str)] = &[
+    (
+        7,
+        Backend::Sqlite,
+        include_str!("../migrations/0007_status_checks.sqlite.sql"),
+    ),
+    (
+        7,
+        Backend::Postgres,
+        include_str!("../migrations/0007_status_checks.postgres.sql"),
+    ),
+];
+
+/// The SQL migration `version` runs on `backend`.
+fn migration_sql(version: i64, shared: &'static str, backend: Backend) -> Result<&'static str> {
+    if shared != PER_BACKEND {
+        return Ok(shared);
+    }
+    BACKEND_MIGRATIONS
+        .iter()
+        .find(|(v, b, _)| *v == version && *b == backend)
+        .map(|(_, _, sql)| *sql)
+        .ok_or_else(|| StoreError::Missing(format!("{backend:?} SQL of migration {version}")))
+}
 
 /// A pooled handle to the database, cheap to clone.
 #[derive(Clone)]
@@ -535,7 +566,9 @@ impl Db {
             if done.is_some() {
                 continue;
             }
-            tx.conn().execute(*sql).await?;
+            tx.conn()
+                .execute(migration_sql(*version, sql, self.backend)?)
+                .await?;
             sqlx::query("INSERT INTO refunds_schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
                 .bind(*version)
                 .bind(*name)

@@ -42,6 +42,9 @@ pub enum StoreError {
     /// Stored data that violates the schema's own rules.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A write the refund lifecycle does not allow (see `refunds_domain::lifecycle`).
+    #[error(transparent)]
+    Lifecycle(#[from] refunds_domain::LifecycleError),
     /// The shared SQLite commit this transaction joined failed: nothing of it was kept.
     #[error("group commit failed: {0}")]
     GroupCommit(String),

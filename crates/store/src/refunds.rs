@@ -5,11 +5,15 @@
 //! enough is available, a refund only leaves `Draft` once. A caller that breaks the rules
 //! gets an error, never a wrong balance.
 
+use refunds_domain::{
+    Currency, GatewayStatus, InteractionStatus, Money, ObjectType, ProcessExceptionStatus,
+    ProviderType, ReconcileState, RefundState, RefundStatus, SfId,
+};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::db::expect_one;
-use crate::{Backend, Db, Result};
+use crate::{Backend, Db, Result, StoreError};
 
 /// An order payment summary as the allocator needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -302,27 +306,30 @@ pub async fn insert_refund(conn: &mut AnyConnection, r: &NewRefund<'_>) -> Resul
     Ok(())
 }
 
-/// A refund with everything needed to ask its provider for it.
+/// A refund with everything needed to ask its provider for it, read once into typed
+/// values: a row that does not parse (an id of the wrong kind, an unknown currency,
+/// status or provider) is [`StoreError::Corrupt`], never a guess.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RefundWork {
-    pub id: String,
-    pub operation_id: String,
+    pub id: SfId,
+    pub operation_id: SfId,
     pub leg: i64,
-    pub order_summary_id: String,
-    pub summary_id: String,
-    pub payment_id: String,
-    pub gateway_id: String,
-    pub amount: i64,
-    pub credit_memo_id: Option<String>,
-    pub credit_memo_amount: i64,
-    pub status: String,
-    pub currency: String,
+    pub order_summary_id: SfId,
+    pub summary_id: SfId,
+    pub payment_id: SfId,
+    pub gateway_id: SfId,
+    /// The whole refund, in the refund's currency.
+    pub amount: Money,
+    pub credit_memo_id: Option<SfId>,
+    /// The part of `amount` taken from the credit memo (returned to it on failure).
+    pub credit_memo_amount: Money,
+    pub status: RefundStatus,
     pub attempts: i64,
     pub lookups: i64,
     pub reconcile_since: Option<i64>,
     pub payment_ref: Option<String>,
-    pub provider_type: String,
-    pub gateway_status: String,
+    pub provider_type: ProviderType,
+    pub gateway_status: GatewayStatus,
     pub base_url: Option<String>,
     pub credential_env: Option<String>,
     pub merchant_account: Option<String>,
@@ -330,9 +337,19 @@ pub struct RefundWork {
     pub connect_timeout_ms: Option<i64>,
     pub result_code_mapping: Option<String>,
     pub webhook_hmac_key_env: Option<String>,
-    /// `none`, `pending` (an unknown outcome being looked up), `settling` (polled until
-    /// settled) or `manual` (handed to a person).
-    pub reconcile_state: String,
+    pub reconcile_state: ReconcileState,
+}
+
+impl RefundWork {
+    /// The refund's currency (that of `amount` and `credit_memo_amount`).
+    pub fn currency(&self) -> Currency {
+        self.amount.currency()
+    }
+
+    /// Where the refund stands in its lifecycle.
+    pub fn state(&self) -> RefundState {
+        RefundState::new(self.status, self.reconcile_state)
+    }
 }
 
 const WORK_SELECT: &str = "SELECT r.id, r.background_operation_id, r.leg, s.order_summary_id, r.order_payment_summary_id, \
@@ -344,25 +361,54 @@ const WORK_SELECT: &str = "SELECT r.id, r.background_operation_id, r.leg, s.orde
     JOIN payments p ON p.id = r.payment_id JOIN payment_gateways g ON g.id = r.payment_gateway_id";
 
 fn work_from_row(r: &AnyRow) -> Result<RefundWork> {
+    let refund_id: String = r.try_get(0)?;
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+        StoreError::Corrupt(format!("refund {refund_id}: {what}: {e}"))
+    };
+    // Stored ids are canonical (18 chars); one that parses into another spelling would
+    // make every statement keyed by it miss its row.
+    let parse_id = |text: String, ty: ObjectType| -> Result<SfId> {
+        match SfId::parse_as(&text, ty) {
+            Ok(id) if id.as_str() == text => Ok(id),
+            Ok(id) => Err(corrupt("id", &format!("{text} is stored for {id}"))),
+            Err(e) => Err(corrupt("id", &e)),
+        }
+    };
+    let id = |i: usize, ty: ObjectType| -> Result<SfId> { parse_id(r.try_get(i)?, ty) };
+    let currency =
+        Currency::parse(&r.try_get::<String, _>(11)?).map_err(|e| corrupt("currency", &e))?;
+    let money = |i: usize| -> Result<Money> { Ok(Money::from_minor(r.try_get(i)?, currency)) };
+    let credit_memo_id = r
+        .try_get::<Option<String>, _>(8)?
+        .map(|text| parse_id(text, ObjectType::CreditMemo))
+        .transpose()?;
     Ok(RefundWork {
-        id: r.try_get(0)?,
-        operation_id: r.try_get(1)?,
+        id: id(0, ObjectType::Refund)?,
+        operation_id: id(1, ObjectType::BackgroundOperation)?,
         leg: r.try_get(2)?,
-        order_summary_id: r.try_get(3)?,
-        summary_id: r.try_get(4)?,
-        payment_id: r.try_get(5)?,
-        gateway_id: r.try_get(6)?,
-        amount: r.try_get(7)?,
-        credit_memo_id: r.try_get(8)?,
-        credit_memo_amount: r.try_get(9)?,
-        status: r.try_get(10)?,
-        currency: r.try_get(11)?,
+        order_summary_id: id(3, ObjectType::OrderSummary)?,
+        summary_id: id(4, ObjectType::OrderPaymentSummary)?,
+        payment_id: id(5, ObjectType::Payment)?,
+        gateway_id: id(6, ObjectType::PaymentGateway)?,
+        amount: money(7)?,
+        credit_memo_id,
+        credit_memo_amount: money(9)?,
+        status: r
+            .try_get::<String, _>(10)?
+            .parse()
+            .map_err(|e| corrupt("status", &e))?,
         attempts: r.try_get(12)?,
         lookups: r.try_get(13)?,
         reconcile_since: r.try_get(14)?,
         payment_ref: r.try_get(15)?,
-        provider_type: r.try_get(16)?,
-        gateway_status: r.try_get(17)?,
+        provider_type: r
+            .try_get::<String, _>(16)?
+            .parse()
+            .map_err(|e| corrupt("gateway", &e))?,
+        gateway_status: r
+            .try_get::<String, _>(17)?
+            .parse()
+            .map_err(|e| corrupt("gateway", &e))?,
         base_url: r.try_get(18)?,
         credential_env: r.try_get(19)?,
         merchant_account: r.try_get(20)?,
@@ -370,7 +416,10 @@ fn work_from_row(r: &AnyRow) -> Result<RefundWork> {
         connect_timeout_ms: r.try_get(22)?,
         result_code_mapping: r.try_get(23)?,
         webhook_hmac_key_env: r.try_get(24)?,
-        reconcile_state: r.try_get(25)?,
+        reconcile_state: r
+            .try_get::<String, _>(25)?
+            .parse()
+            .map_err(|e| corrupt("reconcile state", &e))?,
     })
 }
 
@@ -397,10 +446,12 @@ pub async fn mark_planned(conn: &mut AnyConnection, operation_id: &str, now: i64
 /// The operation's refunds still waiting for a provider answer (not under reconciliation), by leg.
 pub async fn drafts_of_operation(db: &Db, operation_id: &str) -> Result<Vec<RefundWork>> {
     sqlx::query(&format!(
-        "{WORK_SELECT} WHERE r.background_operation_id = $1 AND r.status = 'Draft' AND r.reconcile_state = 'none' \
+        "{WORK_SELECT} WHERE r.background_operation_id = $1 AND r.status = $2 AND r.reconcile_state = $3 \
          ORDER BY r.leg"
     ))
     .bind(operation_id)
+    .bind(RefundStatus::Draft.as_str())
+    .bind(ReconcileState::None.as_str())
     .fetch_all(db.pool())
     .await?
     .iter()
@@ -413,7 +464,7 @@ pub async fn drafts_of_operation(db: &Db, operation_id: &str) -> Result<Vec<Refu
 pub struct NewLog<'a> {
     pub id: &'a str,
     pub interaction_type: &'a str,
-    pub interaction_status: &'a str,
+    pub interaction_status: InteractionStatus,
     pub sf_ref_number: &'a str,
     pub request: Option<&'a str>,
     pub refund_id: &'a str,
@@ -432,7 +483,7 @@ pub async fn insert_log(conn: &mut AnyConnection, log: &NewLog<'_>) -> Result<()
     )
     .bind(log.id)
     .bind(log.interaction_type)
-    .bind(log.interaction_status)
+    .bind(log.interaction_status.as_str())
     .bind(log.sf_ref_number)
     .bind(log.request)
     .bind(log.refund_id)
@@ -459,9 +510,9 @@ pub async fn count_attempt(conn: &mut AnyConnection, refund_id: &str, now: i64) 
 }
 
 /// What a provider said, as written to the log, the refund and the summary.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ProviderAnswer<'a> {
-    pub interaction_status: &'a str,
+    pub interaction_status: InteractionStatus,
     pub sf_result_code: &'a str,
     pub gateway_result_code: Option<&'a str>,
     pub gateway_message: Option<&'a str>,
@@ -485,7 +536,7 @@ pub async fn finish_log(
          gateway_message = $4, gateway_ref_number = $5, gateway_date = $6, request = COALESCE($7, request), \
          response = $8, duration_ms = $9, last_modified_date = $10 WHERE id = $11",
     )
-    .bind(a.interaction_status)
+    .bind(a.interaction_status.as_str())
     .bind(a.sf_result_code)
     .bind(a.gateway_result_code)
     .bind(a.gateway_message)
@@ -512,28 +563,33 @@ pub async fn finish_log(
     Ok(())
 }
 
-/// Moves a `Draft` refund to its final or pending state; false if it had already left
-/// `Draft` (so nothing was changed and the caller must not move money again).
+/// Moves a `Draft` refund to its final or pending state (ending any reconciliation);
+/// false if it had already left `Draft` (so nothing was changed and the caller must not
+/// move money again).
 async fn leave_draft(
     conn: &mut AnyConnection,
-    refund_id: &str,
-    status: &str,
+    w: &RefundWork,
+    to: RefundStatus,
     a: &ProviderAnswer<'_>,
     now: i64,
 ) -> Result<bool> {
+    let from = RefundState::new(RefundStatus::Draft, w.reconcile_state);
+    let next = from.with_status(to)?;
     let r = sqlx::query(
         "UPDATE refunds SET status = $1, sf_result_code = $2, gateway_ref_number = $3, gateway_result_code = $4, \
-         gateway_result_code_description = $5, gateway_date = $6, reconcile_state = 'none', next_lookup_at = NULL, \
-         last_modified_date = $7 WHERE id = $8 AND status = 'Draft'",
+         gateway_result_code_description = $5, gateway_date = $6, reconcile_state = $7, next_lookup_at = NULL, \
+         last_modified_date = $8 WHERE id = $9 AND status = $10",
     )
-    .bind(status)
+    .bind(next.status.as_str())
     .bind(a.sf_result_code)
     .bind(a.gateway_ref_number)
     .bind(a.gateway_result_code)
     .bind(a.gateway_message)
     .bind(a.gateway_date)
+    .bind(next.reconcile.as_str())
     .bind(now)
-    .bind(refund_id)
+    .bind(w.id.as_str())
+    .bind(from.status.as_str())
     .execute(conn)
     .await?;
     Ok(r.rows_affected() == 1)
@@ -551,24 +607,29 @@ pub async fn settle_success(
     now: i64,
 ) -> Result<bool> {
     let status = if settlement == Settlement::Now {
-        "Processed"
+        RefundStatus::Processed
     } else {
-        "Pending"
+        RefundStatus::Pending
     };
-    if !leave_draft(conn, &w.id, status, a, now).await? {
+    if !leave_draft(conn, w, status, a, now).await? {
         return Ok(false);
     }
     match settlement {
         Settlement::Now => move_pending_to_refunded(conn, w, line_id, now).await?,
         Settlement::Notified => {}
         Settlement::PollAt(at) => {
+            let from = RefundState::new(RefundStatus::Pending, ReconcileState::None);
+            let next = from.with_reconcile(ReconcileState::Settling)?;
             let r = sqlx::query(
-                "UPDATE refunds SET reconcile_state = 'settling', next_lookup_at = $1, lookups = 0, \
-                 reconcile_since = $2 WHERE id = $3 AND status = 'Pending'",
+                "UPDATE refunds SET reconcile_state = $1, next_lookup_at = $2, lookups = 0, \
+                 reconcile_since = $3 WHERE id = $4 AND status = $5 AND reconcile_state = $6",
             )
+            .bind(next.reconcile.as_str())
             .bind(at)
             .bind(now)
-            .bind(&w.id)
+            .bind(w.id.as_str())
+            .bind(from.status.as_str())
+            .bind(from.reconcile.as_str())
             .execute(conn)
             .await?;
             expect_one(r, || format!("pending refund {}", w.id))?;
@@ -600,19 +661,27 @@ pub async fn finish_pending(
     exception: &NewProcessException<'_>,
     now: i64,
 ) -> Result<bool> {
+    let from = RefundState::new(RefundStatus::Pending, w.reconcile_state);
+    let next = from.with_status(if success {
+        RefundStatus::Processed
+    } else {
+        RefundStatus::Canceled
+    })?;
     let r = sqlx::query(
         "UPDATE refunds SET status = $1, sf_result_code = $2, gateway_ref_number = COALESCE($3, gateway_ref_number), \
          gateway_result_code = $4, gateway_result_code_description = $5, gateway_date = COALESCE($6, gateway_date), \
-         reconcile_state = 'none', next_lookup_at = NULL, last_modified_date = $7 WHERE id = $8 AND status = 'Pending'",
+         reconcile_state = $7, next_lookup_at = NULL, last_modified_date = $8 WHERE id = $9 AND status = $10",
     )
-    .bind(if success { "Processed" } else { "Canceled" })
+    .bind(next.status.as_str())
     .bind(a.sf_result_code)
     .bind(a.gateway_ref_number)
     .bind(a.gateway_result_code)
     .bind(a.gateway_message)
     .bind(a.gateway_date)
+    .bind(next.reconcile.as_str())
     .bind(now)
-    .bind(&w.id)
+    .bind(w.id.as_str())
+    .bind(from.status.as_str())
     .execute(&mut *conn)
     .await?;
     if r.rows_affected() != 1 {
@@ -629,14 +698,21 @@ pub async fn finish_pending(
 
 /// `Pending` refunds whose settlement lookup is due.
 pub async fn due_settlements(db: &Db, now: i64, limit: i64) -> Result<Vec<RefundWork>> {
-    due_lookups(db, "settling", "Pending", now, limit).await
+    due_lookups(
+        db,
+        ReconcileState::Settling,
+        RefundStatus::Pending,
+        now,
+        limit,
+    )
+    .await
 }
 
 /// Refunds in `reconcile_state` and `status` whose next lookup is due, soonest first.
 async fn due_lookups(
     db: &Db,
-    reconcile_state: &str,
-    status: &str,
+    reconcile_state: ReconcileState,
+    status: RefundStatus,
     now: i64,
     limit: i64,
 ) -> Result<Vec<RefundWork>> {
@@ -644,8 +720,8 @@ async fn due_lookups(
         "{WORK_SELECT} WHERE r.reconcile_state = $1 AND r.status = $2 AND r.next_lookup_at <= $3 \
          ORDER BY r.next_lookup_at LIMIT $4"
     ))
-    .bind(reconcile_state)
-    .bind(status)
+    .bind(reconcile_state.as_str())
+    .bind(status.as_str())
     .bind(now)
     .bind(limit)
     .fetch_all(db.pool())
@@ -665,9 +741,9 @@ async fn move_pending_to_refunded(
         "UPDATE order_payment_summaries SET pending_refund_amount = pending_refund_amount - $1, \
          refunded_amount = refunded_amount + $1, last_modified_date = $2 WHERE id = $3 AND pending_refund_amount >= $1",
     )
-    .bind(w.amount)
+    .bind(w.amount.minor())
     .bind(now)
-    .bind(&w.summary_id)
+    .bind(w.summary_id.as_str())
     .execute(&mut *conn)
     .await?;
     expect_one(r, || {
@@ -678,9 +754,9 @@ async fn move_pending_to_refunded(
          total_refund_applied = total_refund_applied + $1, last_modified_date = $2 \
          WHERE id = $3 AND pending_refund_amount >= $1",
     )
-    .bind(w.amount)
+    .bind(w.amount.minor())
     .bind(now)
-    .bind(&w.payment_id)
+    .bind(w.payment_id.as_str())
     .execute(&mut *conn)
     .await?;
     expect_one(r, || {
@@ -691,11 +767,11 @@ async fn move_pending_to_refunded(
          created_date, last_modified_date) VALUES ($1, $2, $3, $4, 'Applied', $5, $6, $5, $5)",
     )
     .bind(line_id)
-    .bind(&w.id)
-    .bind(&w.payment_id)
-    .bind(w.amount)
+    .bind(w.id.as_str())
+    .bind(w.payment_id.as_str())
+    .bind(w.amount.minor())
     .bind(now)
-    .bind(&w.currency)
+    .bind(w.currency().code())
     .execute(conn)
     .await?;
     Ok(())
@@ -710,7 +786,7 @@ pub async fn settle_failure(
     exception: &NewProcessException<'_>,
     now: i64,
 ) -> Result<bool> {
-    if !leave_draft(conn, &w.id, "Canceled", a, now).await? {
+    if !leave_draft(conn, w, RefundStatus::Canceled, a, now).await? {
         return Ok(false);
     }
     release_reservation(conn, w, now).await?;
@@ -723,9 +799,9 @@ async fn release_reservation(conn: &mut AnyConnection, w: &RefundWork, now: i64)
         "UPDATE order_payment_summaries SET pending_refund_amount = pending_refund_amount - $1, \
          last_modified_date = $2 WHERE id = $3 AND pending_refund_amount >= $1",
     )
-    .bind(w.amount)
+    .bind(w.amount.minor())
     .bind(now)
-    .bind(&w.summary_id)
+    .bind(w.summary_id.as_str())
     .execute(&mut *conn)
     .await?;
     expect_one(r, || {
@@ -735,21 +811,21 @@ async fn release_reservation(conn: &mut AnyConnection, w: &RefundWork, now: i64)
         "UPDATE payments SET pending_refund_amount = pending_refund_amount - $1, last_modified_date = $2 \
          WHERE id = $3 AND pending_refund_amount >= $1",
     )
-    .bind(w.amount)
+    .bind(w.amount.minor())
     .bind(now)
-    .bind(&w.payment_id)
+    .bind(w.payment_id.as_str())
     .execute(&mut *conn)
     .await?;
     expect_one(r, || {
         format!("reservation of {} on payment {}", w.amount, w.payment_id)
     })?;
-    if let (Some(cm), true) = (&w.credit_memo_id, w.credit_memo_amount > 0) {
+    if let (Some(cm), true) = (&w.credit_memo_id, w.credit_memo_amount.minor() > 0) {
         let r = sqlx::query(
             "UPDATE credit_memos SET balance = balance + $1, last_modified_date = $2 WHERE id = $3",
         )
-        .bind(w.credit_memo_amount)
+        .bind(w.credit_memo_amount.minor())
         .bind(now)
-        .bind(cm)
+        .bind(cm.as_str())
         .execute(conn)
         .await?;
         expect_one(r, || format!("credit memo {cm}"))?;
@@ -765,21 +841,28 @@ pub async fn start_reconciliation(
     next_lookup_at: i64,
     now: i64,
 ) -> Result<()> {
+    let from = RefundState::NEW;
+    let next = from.with_reconcile(ReconcileState::Pending)?;
     let r = sqlx::query(
-        "UPDATE refunds SET reconcile_state = 'pending', reconcile_since = COALESCE(reconcile_since, $1), \
-         next_lookup_at = $2, last_modified_date = $1 WHERE id = $3 AND status = 'Draft'",
+        "UPDATE refunds SET reconcile_state = $1, reconcile_since = COALESCE(reconcile_since, $2), \
+         next_lookup_at = $3, last_modified_date = $2 WHERE id = $4 AND status = $5 AND reconcile_state = $6",
     )
+    .bind(next.reconcile.as_str())
     .bind(now)
     .bind(next_lookup_at)
     .bind(refund_id)
+    .bind(from.status.as_str())
+    .bind(from.reconcile.as_str())
     .execute(conn)
     .await?;
-    expect_one(r, || format!("draft refund {refund_id}"))
+    expect_one(r, || {
+        format!("draft refund {refund_id} not under reconciliation")
+    })
 }
 
 /// Refunds whose next reconciliation lookup is due.
 pub async fn due_reconciliations(db: &Db, now: i64, limit: i64) -> Result<Vec<RefundWork>> {
-    due_lookups(db, "pending", "Draft", now, limit).await
+    due_lookups(db, ReconcileState::Pending, RefundStatus::Draft, now, limit).await
 }
 
 /// Takes a due reconciliation for this worker: counts the lookup and pushes the next one
@@ -794,13 +877,17 @@ pub async fn take_reconciliation(
 ) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE refunds SET lookups = lookups + 1, next_lookup_at = $1, last_modified_date = $2 \
-         WHERE id = $3 AND lookups = $4 AND ((reconcile_state = 'pending' AND status = 'Draft') \
-         OR (reconcile_state = 'settling' AND status = 'Pending'))",
+         WHERE id = $3 AND lookups = $4 AND ((reconcile_state = $5 AND status = $6) \
+         OR (reconcile_state = $7 AND status = $8))",
     )
     .bind(next_lookup_at)
     .bind(now)
     .bind(refund_id)
     .bind(lookups_seen)
+    .bind(ReconcileState::Pending.as_str())
+    .bind(RefundStatus::Draft.as_str())
+    .bind(ReconcileState::Settling.as_str())
+    .bind(RefundStatus::Pending.as_str())
     .execute(conn)
     .await?;
     Ok(r.rows_affected() == 1)
@@ -813,12 +900,17 @@ pub async fn hand_over_reconciliation(
     exception: &NewProcessException<'_>,
     now: i64,
 ) -> Result<()> {
+    let from = RefundState::new(RefundStatus::Draft, ReconcileState::Pending);
+    let next = from.with_reconcile(ReconcileState::Manual)?;
     let r = sqlx::query(
-        "UPDATE refunds SET reconcile_state = 'manual', next_lookup_at = NULL, last_modified_date = $1 \
-         WHERE id = $2 AND reconcile_state = 'pending' AND status = 'Draft'",
+        "UPDATE refunds SET reconcile_state = $1, next_lookup_at = NULL, last_modified_date = $2 \
+         WHERE id = $3 AND reconcile_state = $4 AND status = $5",
     )
+    .bind(next.reconcile.as_str())
     .bind(now)
     .bind(refund_id)
+    .bind(from.reconcile.as_str())
+    .bind(from.status.as_str())
     .execute(&mut *conn)
     .await?;
     expect_one(r, || format!("refund {refund_id} under reconciliation"))?;
@@ -873,9 +965,9 @@ impl<'a> NewProcessException<'a> {
             id,
             message,
             description,
-            &w.id,
-            &w.order_summary_id,
-            &w.operation_id,
+            w.id.as_str(),
+            w.order_summary_id.as_str(),
+            w.operation_id.as_str(),
             now,
         )
     }
@@ -889,9 +981,10 @@ pub async fn insert_process_exception(
     sqlx::query(
         "INSERT INTO process_exceptions (id, category, exception_type, status, severity, priority, message, \
          description, attached_to_id, order_summary_id, background_operation_id, created_date, last_modified_date) \
-         VALUES ($1, 'Payment', 'OM Refund Failed', 'New', NULL, $2, $3, $4, $5, $6, $7, $8, $8)",
+         VALUES ($1, 'Payment', 'OM Refund Failed', $2, NULL, $3, $4, $5, $6, $7, $8, $9, $9)",
     )
     .bind(e.id)
+    .bind(ProcessExceptionStatus::New.as_str())
     .bind(e.priority)
     .bind(e.message)
     .bind(e.description)
@@ -944,7 +1037,13 @@ pub async fn resolve_hand_over(
             .bind(id)
             .execute(&mut *conn)
             .await?;
-        crate::records::set_process_exception_status(conn, id, "Resolved", now).await?;
+        crate::records::set_process_exception_status(
+            conn,
+            id,
+            ProcessExceptionStatus::Resolved.as_str(),
+            now,
+        )
+        .await?;
     }
     Ok(ids.len())
 }
