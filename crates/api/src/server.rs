@@ -283,8 +283,9 @@ impl Phases {
 
     fn deadline(&self, limits: &HttpLimits) -> Option<Instant> {
         match *self.phase.lock().unwrap_or_else(|p| p.into_inner()) {
-            Phase::Head(since) => Some(since + limits.header_timeout),
-            Phase::Idle(since) => Some(since + limits.idle_timeout),
+            // (a timeout too large for the clock is no timeout)
+            Phase::Head(since) => since.checked_add(limits.header_timeout),
+            Phase::Idle(since) => since.checked_add(limits.idle_timeout),
             Phase::InFlight(_) => None,
         }
     }
@@ -490,7 +491,59 @@ fn automatic_answer(written: &[u8]) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use super::automatic_answer;
+    use super::{automatic_answer, HttpArgs, HttpLimits};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        http: HttpArgs,
+    }
+
+    #[test]
+    fn flags_default_to_the_documented_limits_and_refuse_zero() {
+        let defaults = Cli::try_parse_from(["serve"]).expect("parses").http;
+        assert_eq!(defaults.limits(), Ok(HttpLimits::default()));
+        assert_eq!(
+            HttpLimits::default(),
+            HttpLimits {
+                header_timeout: std::time::Duration::from_secs(10),
+                body_timeout: std::time::Duration::from_secs(30),
+                idle_timeout: std::time::Duration::from_secs(60),
+                max_connections: 4096,
+            }
+        );
+        let set = Cli::try_parse_from([
+            "serve",
+            "--http-header-timeout-secs",
+            "2",
+            "--http-body-timeout-secs",
+            "3",
+            "--http-idle-timeout-secs",
+            "4",
+            "--http-max-connections",
+            "5",
+        ])
+        .expect("parses")
+        .http
+        .limits()
+        .expect("valid");
+        assert_eq!(
+            (set.header_timeout.as_secs(), set.body_timeout.as_secs()),
+            (2, 3)
+        );
+        assert_eq!((set.idle_timeout.as_secs(), set.max_connections), (4, 5));
+        for zero in [
+            "--http-header-timeout-secs",
+            "--http-body-timeout-secs",
+            "--http-idle-timeout-secs",
+            "--http-max-connections",
+        ] {
+            let args = Cli::try_parse_from(["serve", zero, "0"]).expect("parses");
+            let refused = args.http.limits().expect_err("zero is refused");
+            assert!(refused.contains(zero), "{refused}");
+        }
+    }
 
     #[test]
     fn only_hyper_s_empty_error_answers_are_replaced() {

@@ -1,5 +1,6 @@
 //! The SOQL `query` resource: `GET /services/data/v{ver}/query?q=…` (also `/query/`, as
-//! simple-salesforce and rustforce send it).
+//! simple-salesforce and rustforce send it), or `POST` with the form body `q=…` for a text
+//! too long for a URL. The parser bounds the text (see [`parse`]'s constants).
 //!
 //! [`parse`] reads the text; this module resolves names against the store's schema and
 //! answers Salesforce's error codes; the store turns the resolved query into SQL with every
