@@ -124,6 +124,8 @@ pub struct Auth {
     settled: Notify,
     verifier: Semaphore,
     stats: VerifyStats,
+    /// Added to the clock the failure window is judged by ([`Auth::advance_clock`]).
+    skew_ms: AtomicU64,
 }
 
 /// A reserved login attempt: counted as a failure on each of its keys unless it is
@@ -148,7 +150,7 @@ impl Attempt<'_> {
 
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
-        let now = Instant::now();
+        let now = self.auth.now();
         let mut throttle = self.auth.lock();
         for (key, scope, _) in &self.keys {
             let Some(bucket) = throttle.buckets.get_mut(key) else {
@@ -192,7 +194,19 @@ impl Auth {
             }),
             settled: Notify::new(),
             stats: VerifyStats::default(),
+            skew_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Moves the clock of the failure window forward, as if `by` had passed (for tests:
+    /// a lock's decay is shown without waiting for it).
+    pub fn advance_clock(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        self.skew_ms.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now() + Duration::from_millis(self.skew_ms.load(Ordering::SeqCst))
     }
 
     /// Argon2 verifications so far, of one kind of secret.
@@ -222,7 +236,7 @@ impl Auth {
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let now = Instant::now();
+                let now = self.now();
                 let mut throttle = self.lock();
                 self.sweep(&mut throttle, now);
                 let mut full = false;

@@ -1000,3 +1000,28 @@ backend_tests!(
     unknown_merchant_reference_is_accepted_and_ignored,
     a_body_that_is_not_a_notification_is_400,
 );
+
+/// A gateway whose WebhookHmacKeyEnv names a variable without the `REFUNDS_SECRET_` prefix
+/// (written before the rule) cannot verify anything: the variable is never read, even
+/// though it holds the right key, and the delivery is refused with 401.
+async fn a_webhook_key_outside_refunds_secret_variables_is_never_read(backend: Backend) {
+    let Some(p) = pending_refund(backend, "PLAINVAR", "12.34", false, Some(HMAC_KEY)).await else {
+        return;
+    };
+    let plain = format!("ADYEN_HMAC_PLAIN_{backend:?}").to_ascii_uppercase();
+    std::env::set_var(&plain, HMAC_KEY);
+    sqlx::query("UPDATE payment_gateways SET webhook_hmac_key_env = $1 WHERE id = $2")
+        .bind(&plain)
+        .bind(&p.gateway)
+        .execute(p.app.db.pool())
+        .await
+        .unwrap();
+    let before = p.snapshot().await;
+    let body = delivery(&[signed(p.item("REFUND", "true"), HMAC_KEY)]);
+    let answer = post_webhook(&p.app, &body).await;
+    assert_json_error(&answer, StatusCode::UNAUTHORIZED, "INVALID_SIGNATURE");
+    assert_eq!(p.snapshot().await, before);
+    assert_eq!(p.refund().await["Status"], "Pending");
+}
+
+backend_tests!(a_webhook_key_outside_refunds_secret_variables_is_never_read);
