@@ -7,6 +7,7 @@
 
 pub mod adyen;
 mod http;
+pub mod redact;
 mod simulator;
 pub mod stripe;
 
