@@ -139,13 +139,25 @@ fn hex4(bytes: &[u8], at: usize) -> Option<u32> {
         .try_fold(0u32, |acc, &b| Some(acc * 16 + hex_value(b)?))
 }
 
+/// Which escapes a decoded view undoes. A secret may itself contain something that looks
+/// like an escape (`%0a`, `\n`) while the text escapes it another way, so the text is
+/// read through each of these views.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Escapes {
+    All,
+    Json,
+    Percent,
+}
+
+const VIEWS: [Escapes; 3] = [Escapes::All, Escapes::Json, Escapes::Percent];
+
 /// The text with its escapes undone, byte by byte, each byte knowing where it came from.
-fn decoded_view(text: &str) -> Vec<Decoded> {
+fn decoded_view(text: &str, escapes: Escapes) -> Vec<Decoded> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let (unit, len) = match decode_at(bytes, i) {
+        let (unit, len) = match decode_at(bytes, i, escapes) {
             Some((unit, len)) => (unit, len),
             None => (Unit::Byte(bytes[i]), 1),
         };
@@ -177,9 +189,9 @@ enum Unit {
 }
 
 /// The escape starting at `i`, if any: what it stands for and its length.
-fn decode_at(bytes: &[u8], i: usize) -> Option<(Unit, usize)> {
+fn decode_at(bytes: &[u8], i: usize, escapes: Escapes) -> Option<(Unit, usize)> {
     match bytes[i] {
-        b'\\' => match *bytes.get(i + 1)? {
+        b'\\' if escapes != Escapes::Percent => match *bytes.get(i + 1)? {
             b'u' => {
                 let high = hex4(bytes, i + 2)?;
                 if (0xD800..0xDC00).contains(&high)
@@ -202,7 +214,7 @@ fn decode_at(bytes: &[u8], i: usize) -> Option<(Unit, usize)> {
             b't' => Some((Unit::Char('\t'), 2)),
             _ => None,
         },
-        b'%' => {
+        b'%' if escapes != Escapes::Json => {
             let h = bytes.get(i + 1..i + 3)?;
             let value = hex_value(h[0])? * 16 + hex_value(h[1])?;
             u8::try_from(value).ok().map(|b| (Unit::Byte(b), 3))
@@ -214,16 +226,24 @@ fn decode_at(bytes: &[u8], i: usize) -> Option<(Unit, usize)> {
 /// Replaces, in `text`, the original span of every match of a pattern, in the text as it
 /// is and in its decoded view. Overlapping and touching matches become one marker.
 fn redact_spans(text: &str, patterns: &[Vec<u8>]) -> String {
-    let view = decoded_view(text);
-    let decoded: Vec<u8> = view.iter().map(|d| d.byte).collect();
     let mut spans: Vec<(usize, usize)> = Vec::new();
-    for pattern in patterns.iter().filter(|p| !p.is_empty()) {
-        let finder = memchr::memmem::Finder::new(pattern);
+    let finders: Vec<_> = patterns
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(memchr::memmem::Finder::new)
+        .collect();
+    for finder in &finders {
         for at in finder.find_iter(text.as_bytes()) {
-            spans.push((at, at + pattern.len()));
+            spans.push((at, at + finder.needle().len()));
         }
-        for at in finder.find_iter(&decoded) {
-            spans.push((view[at].start, view[at + pattern.len() - 1].end));
+    }
+    for escapes in VIEWS {
+        let view = decoded_view(text, escapes);
+        let decoded: Vec<u8> = view.iter().map(|d| d.byte).collect();
+        for finder in &finders {
+            for at in finder.find_iter(&decoded) {
+                spans.push((view[at].start, view[at + finder.needle().len() - 1].end));
+            }
         }
     }
     if spans.is_empty() {
@@ -328,10 +348,15 @@ mod tests {
     /// What must not survive: the secret, and every core of its base64.
     fn leaks(text: &str, secret: &str) -> Vec<String> {
         let mut found = Vec::new();
-        let view: Vec<u8> = decoded_view(text).iter().map(|d| d.byte).collect();
+        let views: Vec<Vec<u8>> = VIEWS
+            .iter()
+            .map(|&e| decoded_view(text, e).iter().map(|d| d.byte).collect())
+            .collect();
         for pattern in patterns(secret) {
             let finder = memchr::memmem::Finder::new(&pattern);
-            if finder.find(&view).is_some() || finder.find(text.as_bytes()).is_some() {
+            if views.iter().any(|v| finder.find(v).is_some())
+                || finder.find(text.as_bytes()).is_some()
+            {
                 found.push(String::from_utf8_lossy(&pattern).into_owned());
             }
         }
