@@ -129,7 +129,10 @@ fn the_checker_finds_every_encoding() {
     }
     assert!(leaked("nothing here", secret).is_empty());
     let stored = json!({"Response": format!("HTTP 400\n{}", encodings(secret)[1])});
-    assert!(!leaked_in(&stored, secret).is_empty(), "a field is checked as stored");
+    assert!(
+        !leaked_in(&stored, secret).is_empty(),
+        "a field is checked as stored"
+    );
 }
 
 /// Picks where the stand-in puts the echoed key from the amount: `amount / 100 - 10` is
@@ -249,7 +252,11 @@ async fn a_provider_echoing_the_key_in_any_encoding_leaves_no_trace(backend: Bac
     for id in &ids {
         let log = app.record("PaymentGatewayLog", id).await;
         let response = log["Response"].as_str().unwrap_or("");
-        assert!(response.len() <= 16 * 1024 + 16, "bounded: {}", response.len());
+        assert!(
+            response.len() <= 16 * 1024 + 16,
+            "bounded: {}",
+            response.len()
+        );
         redacted += usize::from(response.contains("[REDACTED]"));
         let leaks = leaked_in(&log, &secret);
         assert!(leaks.is_empty(), "{leaks:?} in {log}");
