@@ -98,6 +98,18 @@ pub trait Provider: Send + Sync {
     fn polls_settlement(&self) -> bool {
         false
     }
+    /// How long the provider remembers an idempotency key after its first use (`None`: for
+    /// ever). A request sent again later than this may be taken for a new refund, so a
+    /// refund first sent that long ago is looked up before it is sent again.
+    fn key_lifetime(&self) -> Option<Duration> {
+        None
+    }
+    /// Whether [`Provider::lookup`] finds a refund by the reference the service put on it,
+    /// however old its key (true); false when a lookup replays the request under its key
+    /// (Adyen), which past [`Provider::key_lifetime`] proves nothing and could pay twice.
+    fn lookup_by_reference(&self) -> bool {
+        true
+    }
 }
 
 /// The gateway fields an adapter is chosen and configured by.
@@ -239,5 +251,13 @@ impl Provider for Remapped {
 
     fn polls_settlement(&self) -> bool {
         self.inner.polls_settlement()
+    }
+
+    fn key_lifetime(&self) -> Option<Duration> {
+        self.inner.key_lifetime()
+    }
+
+    fn lookup_by_reference(&self) -> bool {
+        self.inner.lookup_by_reference()
     }
 }

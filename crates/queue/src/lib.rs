@@ -13,6 +13,7 @@
 //!   rescued at most [`MAX_RESCUES`] times, and one that fails for good hands its unfinished
 //!   refunds to reconciliation and raises a process exception.
 
+mod keys;
 mod reconcile;
 mod refund_job;
 mod runner;

@@ -18,6 +18,7 @@ use refunds_store::refunds::{
 };
 use std::sync::Arc;
 
+use crate::keys::{self, Resend};
 use crate::settle::{
     finish_call, format_amount, gateway_config, request_for, settle_with, start_call, Interaction,
     Then,
@@ -218,6 +219,9 @@ impl EnsureRefundsJob {
                 return Ok(());
             }
         };
+        if keys::before_resend(&ctx.db, run, &self.config, &*provider, w).await? == Resend::Done {
+            return Ok(());
+        }
         let request = request_for(w);
         let mut attempt = 0u32;
         loop {

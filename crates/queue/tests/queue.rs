@@ -412,6 +412,7 @@ async fn a_refund_interrupted_mid_call_is_redriven_with_the_same_key(backend: Ba
         .await;
     let slow = Registry::new(SimulatorConfig {
         latency: Duration::from_secs(30),
+        ..SimulatorConfig::default()
     });
     let doomed = Runner::new(app.db.clone(), fast_config(), slow);
     let task = tokio::spawn(async move { doomed.run_once().await });

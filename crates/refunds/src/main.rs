@@ -166,6 +166,10 @@ struct Common {
     /// Latency added to every call of the built-in simulator provider.
     #[arg(long, env = "REFUNDS_SIMULATOR_LATENCY_MS", default_value_t = 0)]
     simulator_latency_ms: u64,
+    /// How long the built-in simulator remembers an idempotency key (default: for ever);
+    /// a refund first sent longer ago is looked up before it is sent again.
+    #[arg(long, env = "REFUNDS_SIMULATOR_KEY_LIFETIME_MS")]
+    simulator_key_lifetime_ms: Option<u64>,
     /// Serve Prometheus metrics at `/metrics` on this address (its own listener, without
     /// a token: keep it internal). Off unless given.
     #[arg(long, env = "REFUNDS_METRICS_LISTEN")]
@@ -218,6 +222,7 @@ impl Common {
     fn registry(&self) -> Registry {
         Registry::new(SimulatorConfig {
             latency: Duration::from_millis(self.simulator_latency_ms),
+            key_lifetime: self.simulator_key_lifetime_ms.map(Duration::from_millis),
         })
     }
 }

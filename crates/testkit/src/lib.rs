@@ -187,9 +187,18 @@ impl TestApp {
     }
 
     pub async fn with_config(backend: Backend, config: QueueConfig) -> Option<TestApp> {
+        TestApp::with_simulator(backend, config, SimulatorConfig::default()).await
+    }
+
+    /// The app with its built-in simulator configured (latency, key lifetime).
+    pub async fn with_simulator(
+        backend: Backend,
+        config: QueueConfig,
+        simulator: SimulatorConfig,
+    ) -> Option<TestApp> {
         let test_db = TestDb::new(backend).await?;
         let db = test_db.db.clone();
-        let registry = Registry::new(SimulatorConfig::default());
+        let registry = Registry::new(simulator);
         let runner = Runner::new(db.clone(), config.clone(), registry.clone());
         let router = router(AppState::new(db.clone(), config.clone()));
         let (client_id, _) = refunds_api::auth::create_client(&db, "tests")
