@@ -122,14 +122,20 @@ pub(crate) fn redact_outcome(outcome: &mut Outcome, secret: Option<&str>) {
         &mut outcome.gateway_ref,
     ];
     for text in short.into_iter().flatten() {
-        *text = truncate_to(&redact(text, secret), MAX_LOGGED_TEXT);
+        *text = truncate_to(&storable(&redact(text, secret)), MAX_LOGGED_TEXT);
     }
     for text in [&mut outcome.raw_request, &mut outcome.raw_response]
         .into_iter()
         .flatten()
     {
-        *text = truncate_to(&redact(text, secret), MAX_LOGGED_BODY);
+        *text = truncate_to(&storable(&redact(text, secret)), MAX_LOGGED_BODY);
     }
+}
+
+/// Text every database can store: PostgreSQL refuses a NUL character in text, and a
+/// provider's answer may hold one; it becomes U+FFFD.
+fn storable(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
 }
 
 /// Reads the provider secret from the named environment variable.

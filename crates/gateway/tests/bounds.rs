@@ -116,3 +116,22 @@ async fn the_secret_is_removed_before_the_cut_and_every_field_is_bounded() {
     }
     assert!(logged.contains(REDACTED) || logged.len() < MAX_LOGGED_BODY);
 }
+
+#[tokio::test]
+async fn a_nul_in_an_answer_is_replaced_so_every_database_can_store_it() {
+    // PostgreSQL refuses NUL in text: the gateway log row of this answer could not be
+    // written, and the refund would stay stuck.
+    let server = answering(
+        400,
+        "{\"error\": {\"type\": \"invalid_request_error\", \"message\": \"bad\\u0000\"}}\u{0}"
+            .into(),
+    )
+    .await;
+    let outcome = stripe(&server, "NUL").refund(&request()).await;
+    let all = format!(
+        "{:?}{:?}{:?}",
+        outcome.raw_response, outcome.message, outcome.gateway_result_code
+    );
+    assert!(!all.contains('\0'), "{all}");
+    assert!(outcome.raw_response.expect("logged").contains('\u{FFFD}'));
+}

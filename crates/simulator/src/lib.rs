@@ -35,6 +35,20 @@ use serde_json::{json, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+/// One refund of the ledger, as the checks of the tests read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerRefund {
+    pub id: String,
+    pub idempotency_key: String,
+    /// The charge or payment intent refunded.
+    pub payment: Option<String>,
+    pub amount: i64,
+    /// `succeeded`, `pending` or `failed`.
+    pub status: String,
+    /// `metadata[refund_id]` as sent.
+    pub refund_id: Option<String>,
+}
+
 #[derive(Clone)]
 pub struct Simulator {
     ledger: SqlitePool,
@@ -90,6 +104,35 @@ impl Simulator {
             .route("/v1/refunds", post(create).get(list))
             .route("/v1/refunds/{id}", get(retrieve))
             .with_state(self)
+    }
+
+    /// Every refund in the ledger, oldest first, for checks.
+    pub async fn refunds(&self) -> Result<Vec<LedgerRefund>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT id, idempotency_key, charge, payment_intent, amount, status, metadata FROM refunds \
+             ORDER BY created, id",
+        )
+        .fetch_all(&self.ledger)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let metadata: String = r.try_get("metadata")?;
+                let metadata = serde_json::from_str::<Value>(&metadata).unwrap_or(json!({}));
+                Ok(LedgerRefund {
+                    id: r.try_get("id")?,
+                    idempotency_key: r.try_get("idempotency_key")?,
+                    payment: r
+                        .try_get::<Option<String>, _>("charge")?
+                        .or(r.try_get::<Option<String>, _>("payment_intent")?),
+                    amount: r.try_get("amount")?,
+                    status: r.try_get("status")?,
+                    refund_id: metadata
+                        .get("refund_id")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                })
+            })
+            .collect()
     }
 
     /// Refunds with money moved (`succeeded`) and their total, for checks.
@@ -385,6 +428,7 @@ struct ListQuery {
     charge: Option<String>,
     payment_intent: Option<String>,
     limit: Option<i64>,
+    starting_after: Option<String>,
 }
 
 /// A read first moves pending refunds to their final status, as time would.
@@ -408,19 +452,27 @@ async fn list(
     if let Err(e) = settled {
         return internal(e);
     }
+    // Newest first, as Stripe lists; `starting_after` continues after that refund, and one
+    // row more than asked for tells whether there is a next page.
     let rows = sqlx::query(&format!(
-        "SELECT * FROM refunds WHERE {filter} ORDER BY created DESC, id DESC LIMIT $3"
+        "SELECT * FROM refunds WHERE {filter} AND ($3 IS NULL OR (created, id) < \
+         (SELECT created, id FROM refunds WHERE id = $3)) ORDER BY created DESC, id DESC LIMIT $4"
     ))
     .bind(&q.charge)
     .bind(&q.payment_intent)
-    .bind(limit)
+    .bind(&q.starting_after)
+    .bind(limit + 1)
     .fetch_all(&sim.ledger)
     .await;
     match rows.and_then(|rows| rows.iter().map(refund_json).collect::<Result<Vec<_>, _>>()) {
-        Ok(data) => reply((
-            StatusCode::OK,
-            json!({"object": "list", "data": data, "has_more": false, "url": "/v1/refunds"}),
-        )),
+        Ok(mut data) => {
+            let has_more = data.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+            data.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            reply((
+                StatusCode::OK,
+                json!({"object": "list", "data": data, "has_more": has_more, "url": "/v1/refunds"}),
+            ))
+        }
         Err(e) => internal(e),
     }
 }
