@@ -262,7 +262,46 @@ async fn a_key_within_its_lifetime_is_sent_again_without_a_lookup(backend: Backe
     assert_eq!(app.registry.simulator().settled().await, (1, 1234));
 }
 
+/// A rescued refund whose repeats cannot reach the provider (connection refused, every
+/// attempt): the dead worker's request may have arrived, so the refund is not released as
+/// failed but looked up — here it never arrived, and reconciliation sends it once.
+async fn a_rescued_draft_that_cannot_reach_its_provider_is_looked_up_not_released(
+    backend: Backend,
+) {
+    let config = refunds_queue::QueueConfig {
+        provider_attempts: 2,
+        ..fast_config()
+    };
+    let Some(app) = TestApp::with_simulator(backend, config, SimulatorConfig::default()).await
+    else {
+        return;
+    };
+    // 95: the simulator refuses the first two attempts of a key (SystemError).
+    let it = interrupted(&app, "12.95").await;
+    ops::expire_lease(&app.db, &it.op).await.unwrap();
+    app.settle().await;
+    let sim = app.registry.simulator();
+    assert_eq!(
+        app.record("Refund", &it.refund).await["Status"],
+        "Processed",
+        "not released"
+    );
+    assert_eq!(sim.settled().await, (1, 1295));
+    assert_eq!(
+        log_rows(&app.logs_of(&it.refund).await),
+        rows(&[
+            ("ReferencedRefund", "Initiated"),
+            ("ReferencedRefund", "Failed"),
+            ("ReferencedRefund", "Failed"),
+            ("RefundLookup", "NoOp"),
+            ("ReferencedRefund", "Success"),
+        ])
+    );
+    assert_eq!(money(&app, &it).await, ("12.95".into(), "0.00".into()));
+}
+
 backend_tests!(
+    a_rescued_draft_that_cannot_reach_its_provider_is_looked_up_not_released,
     a_refund_made_before_its_key_was_forgotten_is_found_not_paid_again,
     a_refund_never_made_is_proven_absent_and_sent_once,
     an_undecidable_lookup_hands_the_refund_to_a_person,
