@@ -68,6 +68,10 @@ enum Command {
         /// Latency added to every refund request.
         #[arg(long, env = "REFUNDS_SIMULATOR_LATENCY_MS", default_value_t = 0)]
         latency_ms: u64,
+        /// Forget an idempotency key this long after its first use (default: never;
+        /// Stripe forgets after 24 h).
+        #[arg(long, env = "REFUNDS_SIMULATOR_KEY_LIFETIME_MS")]
+        key_lifetime_ms: Option<u64>,
     },
     /// Manage API clients (OAuth client id and secret).
     Clients {
@@ -261,11 +265,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             ledger,
             latency_ms,
+            key_lifetime_ms,
         } => {
             let simulator =
                 refunds_simulator::Simulator::open(&ledger, Duration::from_millis(latency_ms))
                     .await
-                    .with_context(|| format!("cannot open the ledger {}", ledger.display()))?;
+                    .with_context(|| format!("cannot open the ledger {}", ledger.display()))?
+                    .with_key_lifetime(key_lifetime_ms.map(Duration::from_millis));
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;

@@ -20,7 +20,11 @@
 //!
 //! A repeated `Idempotency-Key` replays the first recorded answer and moves no money; with
 //! other parameters than its first use it is refused, as Stripe refuses it: 400
-//! `idempotency_error`.
+//! `idempotency_error`. With a key lifetime ([`Simulator::with_key_lifetime`],
+//! `refunds simulator --key-lifetime-ms`) a key is forgotten that long after its first use,
+//! as Stripe forgets keys after 24 hours: a request sent again under it is a new refund.
+//! Lists (`GET /v1/refunds?charge=…`) page as Stripe's do (`limit`, `has_more`,
+//! `starting_after`) and show every refund with its `metadata`, forgotten keys or not.
 
 use std::path::Path;
 use std::time::Duration;
@@ -53,6 +57,7 @@ pub struct LedgerRefund {
 pub struct Simulator {
     ledger: SqlitePool,
     latency: Duration,
+    key_lifetime: Option<Duration>,
 }
 
 /// How long a "request that never arrived" keeps the caller waiting.
@@ -93,10 +98,25 @@ impl Simulator {
                 .execute(&pool)
                 .await?;
         }
+        // (… and before they remembered when they were first used; such keys never expire)
+        if !columns.iter().any(|c| c == "first_used") {
+            sqlx::query("ALTER TABLE attempts ADD COLUMN first_used INTEGER")
+                .execute(&pool)
+                .await?;
+        }
         Ok(Simulator {
             ledger: pool,
             latency,
+            key_lifetime: None,
         })
+    }
+
+    /// Forgets an idempotency key this long after its first use, as Stripe does after
+    /// 24 hours (`None`, the default: never). A request sent again under a forgotten key
+    /// is a new refund; the refunds made under it stay in the ledger and in its lists.
+    pub fn with_key_lifetime(mut self, lifetime: Option<Duration>) -> Simulator {
+        self.key_lifetime = lifetime;
+        self
     }
 
     pub fn router(self) -> Router {
@@ -276,6 +296,29 @@ async fn handle_create(
     metadata: &serde_json::Map<String, Value>,
 ) -> Result<Response, sqlx::Error> {
     let mut tx = sim.ledger.begin().await?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    if let Some(lifetime) = sim.key_lifetime {
+        let lifetime = i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX);
+        let forgotten = sqlx::query(
+            "DELETE FROM attempts WHERE idempotency_key = $1 AND first_used IS NOT NULL AND first_used <= $2",
+        )
+        .bind(key)
+        .bind(now_ms.saturating_sub(lifetime))
+        .execute(&mut *tx)
+        .await?;
+        if forgotten.rows_affected() > 0 {
+            // The refund made under the key stays; only the key is free again.
+            sqlx::query(
+                "UPDATE refunds SET idempotency_key = idempotency_key || ' (forgotten, ' || id || ')' \
+                 WHERE idempotency_key = $1",
+            )
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
     // What the key was first used with: the same key with anything else is refused.
     let params = json!({
         "charge": charge, "payment_intent": intent, "amount": amount,
@@ -299,11 +342,12 @@ async fn handle_create(
         }
     }
     let attempt: i64 = sqlx::query_scalar(
-        "INSERT INTO attempts (idempotency_key, count, params) VALUES ($1, 1, $2) \
+        "INSERT INTO attempts (idempotency_key, count, params, first_used) VALUES ($1, 1, $2, $3) \
          ON CONFLICT (idempotency_key) DO UPDATE SET count = count + 1 RETURNING count",
     )
     .bind(key)
     .bind(&params)
+    .bind(now_ms)
     .fetch_one(&mut *tx)
     .await?;
     let stored = sqlx::query(
