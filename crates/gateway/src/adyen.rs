@@ -2,7 +2,9 @@
 //! later as a signed `REFUND` / `REFUND_FAILED` notification at `POST /webhooks/adyen`.
 //!
 //! Adyen replays the original answer for a repeated `Idempotency-Key`, so a lookup is the
-//! same request sent again: it cannot make a second refund.
+//! same request sent again: it cannot make a second refund while Adyen remembers the key
+//! ([`KEY_LIFETIME`]). Past that, a lookup proves nothing (the Checkout API has no search by
+//! merchant reference), and the queue hands such a refund to a person instead.
 
 use std::time::Duration;
 

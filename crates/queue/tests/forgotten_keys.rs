@@ -300,7 +300,83 @@ async fn a_rescued_draft_that_cannot_reach_its_provider_is_looked_up_not_release
     assert_eq!(money(&app, &it).await, ("12.95".into(), "0.00".into()));
 }
 
+/// Adyen can only look a refund up by sending it again under its key. A refund whose
+/// outcome is unknown and whose key is past Adyen's lifetime (its first call dated back
+/// beyond it) is therefore not "looked up" — which could pay it twice — but handed to a
+/// person, its money reserved; the stand-in hears no second request.
+async fn an_adyen_refund_past_its_key_lifetime_is_handed_over_not_sent_again(backend: Backend) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let router = axum::Router::new().route(
+        "/payments/{psp}/refunds",
+        axum::routing::post(move || {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    r#"{"status": 500, "errorCode": "000", "message": "Internal error"}"#,
+                )
+            }
+        }),
+    );
+    let adyen = refunds_testkit::LocalServer::start(router).await;
+    let env = match backend {
+        Backend::Sqlite => "REFUNDS_TEST_ADYEN_OLD_KEY_SQLITE",
+        Backend::Postgres => "REFUNDS_TEST_ADYEN_OLD_KEY_POSTGRES",
+    };
+    std::env::set_var(env, "AQE_test_old_key_0123456789");
+    let gateway = app
+        .create(
+            "PaymentGateway",
+            json!({"PaymentGatewayName": "Adyen (stand-in)", "ProviderType": "Adyen",
+                   "BaseUrl": adyen.base_url, "MerchantCredentialEnv": env,
+                   "MerchantAccount": "TestMerchant", "TimeoutMs": 2000}),
+        )
+        .await;
+    let order = app.order_on(&gateway, "USD", &["100.00"]).await;
+    let op = app
+        .ensure(&order, json!({"excessFundsAmount": "12.34"}))
+        .await;
+    app.runner.run_once().await.expect("run");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the first call");
+    let refund = app.refunds_of(&op).await[0]["Id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    // The first call, dated back past Adyen's key lifetime.
+    let past =
+        i64::try_from(refunds_gateway::adyen::KEY_LIFETIME.as_millis()).expect("ms") + 60_000;
+    sqlx::query(
+        "UPDATE payment_gateway_logs SET created_date = created_date - $1 WHERE referenced_entity_id = $2",
+    )
+    .bind(past)
+    .bind(&refund)
+    .execute(app.db.pool())
+    .await
+    .expect("date the call back");
+    app.settle().await;
+
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "not sent again");
+    assert_eq!(app.record("Refund", &refund).await["Status"], "Draft");
+    let summary = app.record("OrderPaymentSummary", &order.summaries[0]).await;
+    assert_eq!(summary["PendingRefundAmount"].to_string(), "12.34");
+    let exceptions = app.exceptions_of(&order.id).await;
+    assert_eq!(exceptions.len(), 1, "{exceptions:?}");
+    let description = exceptions[0]["Description"].as_str().unwrap_or("");
+    assert!(
+        description.contains("can only look a refund up by sending it again"),
+        "{description}"
+    );
+}
+
 backend_tests!(
+    an_adyen_refund_past_its_key_lifetime_is_handed_over_not_sent_again,
     a_rescued_draft_that_cannot_reach_its_provider_is_looked_up_not_released,
     a_refund_made_before_its_key_was_forgotten_is_found_not_paid_again,
     a_refund_never_made_is_proven_absent_and_sent_once,
