@@ -3,7 +3,8 @@
 //!
 //! An adapter only builds requests and maps answers; it never touches the database and
 //! never decides what to refund. Whatever it puts in an [`Outcome`]'s raw request and
-//! response ends up in the gateway log, so secrets must be removed before that.
+//! response ends up in the gateway log, so secrets must be removed before that — in every
+//! encoding [`redact`] knows — and what is kept is bounded.
 
 pub mod adyen;
 mod http;
