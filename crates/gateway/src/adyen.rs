@@ -2,7 +2,9 @@
 //! later as a signed `REFUND` / `REFUND_FAILED` notification at `POST /webhooks/adyen`.
 //!
 //! Adyen replays the original answer for a repeated `Idempotency-Key`, so a lookup is the
-//! same request sent again: it cannot make a second refund.
+//! same request sent again: it cannot make a second refund while Adyen remembers the key
+//! ([`KEY_LIFETIME`]). Past that, a lookup proves nothing (the Checkout API has no search by
+//! merchant reference), and the queue hands such a refund to a person instead.
 
 use std::time::Duration;
 
@@ -113,7 +115,23 @@ impl Provider for Adyen {
             _ => Lookup::Found(outcome),
         }
     }
+
+    fn key_lifetime(&self) -> Option<Duration> {
+        Some(KEY_LIFETIME)
+    }
+
+    /// The Checkout API has no search by merchant reference: a lookup is the request sent
+    /// again under its key, which proves nothing once the key may be forgotten.
+    fn lookup_by_reference(&self) -> bool {
+        false
+    }
 }
+
+/// How long Adyen is taken to remember an idempotency key. Adyen documents "a minimum of
+/// 31 days after first submission" (earlier versions of its documentation: 7 days); the
+/// shorter reading is used, so a refund is handed to a person rather than sent again
+/// while there is any doubt.
+pub const KEY_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Adyen's JSON and its mapping to Salesforce result codes.
 pub mod wire {

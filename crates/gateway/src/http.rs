@@ -86,17 +86,36 @@ pub(crate) async fn exchange(
     raw_request: &str,
     secret: &str,
 ) -> Result<(u16, String), Outcome> {
-    let response = request
+    let mut response = request
         .send()
         .await
         .map_err(|e| transport_failure(&e, raw_request, Some(secret)))?;
     let status = response.status().as_u16();
-    let text = response
-        .text()
+    // Read at most MAX_ANSWER: no answer of the APIs we call is near it, and a provider
+    // (or anything in its place) must not make us hold an unbounded body in memory.
+    let mut body: Vec<u8> = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .map_err(|e| transport_failure(&e, raw_request, Some(secret)))?;
-    Ok((status, text))
+        .map_err(|e| transport_failure(&e, raw_request, Some(secret)))?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(Outcome {
+                raw_request: Some(redact(raw_request, Some(secret))),
+                gateway_result_code: Some("answer_too_large".into()),
+                ..Outcome::bare(
+                    SfResultCode::Indeterminate,
+                    format!("the answer (HTTP {status}) is larger than {MAX_ANSWER} bytes"),
+                )
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
+
+/// The largest provider answer read (bytes); a larger one is an unreadable answer.
+pub(crate) const MAX_ANSWER: usize = 1024 * 1024;
 
 /// Attaches the exchange to an outcome for the gateway log and removes the secret from
 /// every field (redacted before truncation, so no fragment of it survives a cut).
@@ -108,35 +127,42 @@ pub(crate) fn record_exchange(
     secret: &str,
 ) {
     outcome.raw_request = Some(raw_request);
-    outcome.raw_response = Some(truncate(&redact(
-        &format!("HTTP {status}\n{text}"),
-        Some(secret),
-    )));
+    outcome.raw_response = Some(format!("HTTP {status}\n{}", redact(text, Some(secret))));
     redact_outcome(outcome, Some(secret));
 }
 
-/// Removes a secret from text bound for a log (defence in depth: requests are built
-/// without it, but a provider might echo it).
+/// Removes a secret, in every encoding [`crate::redact`] knows, from text bound for a log
+/// (defence in depth: requests are built without it, but a provider might echo it).
 pub(crate) fn redact(text: &str, secret: Option<&str>) -> String {
-    match secret {
-        Some(s) if s.len() >= 4 => text.replace(s, "[REDACTED]"),
-        _ => text.to_string(),
-    }
+    crate::redact::redact(text, secret)
 }
 
-/// Removes a secret from every text of an outcome: a provider may echo it in a message, a
-/// code or a reference, not only in the raw response.
+/// Removes a secret from every text of an outcome — a provider may echo it in a message, a
+/// code or a reference, not only in the raw response — and bounds each one: the raw request
+/// and response to [`crate::redact::MAX_LOGGED_BODY`], the others to
+/// [`crate::redact::MAX_LOGGED_TEXT`]. Redaction comes first, so no cut splits a secret.
 pub(crate) fn redact_outcome(outcome: &mut Outcome, secret: Option<&str>) {
-    let texts = [
+    use crate::redact::{truncate_to, MAX_LOGGED_BODY, MAX_LOGGED_TEXT};
+    let short = [
         &mut outcome.gateway_result_code,
         &mut outcome.message,
         &mut outcome.gateway_ref,
-        &mut outcome.raw_request,
-        &mut outcome.raw_response,
     ];
-    for text in texts.into_iter().flatten() {
-        *text = redact(text, secret);
+    for text in short.into_iter().flatten() {
+        *text = truncate_to(&storable(&redact(text, secret)), MAX_LOGGED_TEXT);
     }
+    for text in [&mut outcome.raw_request, &mut outcome.raw_response]
+        .into_iter()
+        .flatten()
+    {
+        *text = truncate_to(&storable(&redact(text, secret)), MAX_LOGGED_BODY);
+    }
+}
+
+/// Text every database can store: PostgreSQL refuses a NUL character in text, and a
+/// provider's answer may hold one; it becomes U+FFFD.
+fn storable(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
 }
 
 /// The prefix every environment variable holding a provider secret must have: a gateway
@@ -180,19 +206,6 @@ pub(crate) fn secret(env: Option<&str>) -> Result<String, String> {
         Err(SecretError::Unnamed) => Err("the payment gateway has no MerchantCredentialEnv".into()),
         other => other.map_err(|e| e.to_string()),
     }
-}
-
-/// Response bodies kept in logs are capped.
-pub(crate) fn truncate(text: &str) -> String {
-    const MAX: usize = 16 * 1024;
-    if text.len() <= MAX {
-        return text.to_string();
-    }
-    let mut end = MAX;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…[truncated]", &text[..end])
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -3,13 +3,15 @@
 //!
 //! An adapter only builds requests and maps answers; it never touches the database and
 //! never decides what to refund. Whatever it puts in an [`Outcome`]'s raw request and
-//! response ends up in the gateway log, so secrets must be removed before that. A gateway is
-//! called only at a host its [`HostPolicy`] allows, and its secret is read only from a
-//! `REFUNDS_SECRET_…` variable.
+//! response ends up in the gateway log, so secrets must be removed before that — in every
+//! encoding [`redact`] knows — and what is kept is bounded. A gateway is called only at a
+//! host its [`HostPolicy`] allows, and its secret is read only from a `REFUNDS_SECRET_…`
+//! variable.
 
 pub mod adyen;
 pub mod hosts;
 mod http;
+pub mod redact;
 mod simulator;
 pub mod stripe;
 
@@ -101,6 +103,18 @@ pub trait Provider: Send + Sync {
     /// provider's notification (false).
     fn polls_settlement(&self) -> bool {
         false
+    }
+    /// How long the provider remembers an idempotency key after its first use (`None`: for
+    /// ever). A request sent again later than this may be taken for a new refund, so a
+    /// refund first sent that long ago is looked up before it is sent again.
+    fn key_lifetime(&self) -> Option<Duration> {
+        None
+    }
+    /// Whether [`Provider::lookup`] finds a refund by the reference the service put on it,
+    /// however old its key (true); false when a lookup replays the request under its key
+    /// (Adyen), which past [`Provider::key_lifetime`] proves nothing and could pay twice.
+    fn lookup_by_reference(&self) -> bool {
+        true
     }
 }
 
@@ -308,6 +322,14 @@ impl Provider for Remapped {
 
     fn polls_settlement(&self) -> bool {
         self.inner.polls_settlement()
+    }
+
+    fn key_lifetime(&self) -> Option<Duration> {
+        self.inner.key_lifetime()
+    }
+
+    fn lookup_by_reference(&self) -> bool {
+        self.inner.lookup_by_reference()
     }
 }
 

@@ -3,11 +3,14 @@
 //! Outcomes are chosen by the last two digits of the amount in minor units (SPEC §4), so a
 //! test or a demo picks the outcome by picking the amount. Like a real provider it honours
 //! idempotency keys: a repeated key returns the first recorded outcome and moves no more
-//! money. Its ledger lives in this process's memory.
+//! money — for [`SimulatorConfig::key_lifetime`], after which it forgets the key, as real
+//! providers do, and a request sent again under it is a new refund. A lookup finds a
+//! refund by the reference the service put on it (the Refund id), whatever its key's age.
+//! Its ledger lives in this process's memory.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use refunds_domain::SfResultCode;
@@ -20,21 +23,35 @@ use crate::{Lookup, Outcome, Provider, RefundRequest};
 pub struct SimulatorConfig {
     /// Added to every call, to make demos and load tests realistic.
     pub latency: Duration,
+    /// How long a key is remembered after its first use (`None`: for ever).
+    pub key_lifetime: Option<Duration>,
+}
+
+/// What the simulator remembers of an idempotency key.
+#[derive(Debug)]
+struct Key {
+    first_used: Instant,
+    attempts: u32,
+    /// The refund made under this key (an index into `refunds`), or nothing yet.
+    refund: Option<usize>,
 }
 
 #[derive(Debug, Default)]
-struct Entry {
-    attempts: u32,
-    /// The refund as the simulated provider recorded it (`None`: it never arrived).
-    recorded: Option<Outcome>,
+struct Ledger {
+    keys: HashMap<String, Key>,
+    /// Every recorded refund, with the reference it was made with, in order.
+    refunds: Vec<(String, Outcome)>,
+    /// Sends per key, kept after the key itself is forgotten.
+    sends: HashMap<String, u32>,
 }
 
 /// The simulated provider and its ledger.
 #[derive(Debug)]
 pub struct Simulator {
     config: SimulatorConfig,
-    ledger: Mutex<HashMap<String, Entry>>,
+    ledger: Mutex<Ledger>,
     next_ref: AtomicU64,
+    lookups_fail: AtomicBool,
 }
 
 /// What the simulated provider does with an attempt.
@@ -81,8 +98,9 @@ impl Simulator {
     pub fn new(config: SimulatorConfig) -> Simulator {
         Simulator {
             config,
-            ledger: Mutex::new(HashMap::new()),
+            ledger: Mutex::new(Ledger::default()),
             next_ref: AtomicU64::new(1),
+            lookups_fail: AtomicBool::new(false),
         }
     }
 
@@ -90,15 +108,40 @@ impl Simulator {
     pub async fn settled(&self) -> (usize, i64) {
         let ledger = self.ledger.lock().await;
         ledger
-            .values()
-            .filter_map(|e| e.recorded.as_ref())
+            .refunds
+            .iter()
+            .map(|(_, o)| o)
             .filter(|o| o.code == SfResultCode::Success)
             .fold((0, 0), |(n, sum), o| (n + 1, sum + amount_of(o)))
     }
 
-    /// How many times a key was sent.
+    /// How many times a key was sent (also before it was forgotten).
     pub async fn attempts(&self, key: &str) -> u32 {
-        self.ledger.lock().await.get(key).map_or(0, |e| e.attempts)
+        self.ledger
+            .lock()
+            .await
+            .sends
+            .get(key)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Whether the simulator still remembers a key (it was used, and not longer ago than
+    /// the key lifetime).
+    pub async fn remembers(&self, key: &str) -> bool {
+        let ledger = self.ledger.lock().await;
+        ledger.keys.get(key).is_some_and(|k| !self.expired(k))
+    }
+
+    /// Makes every lookup fail (the provider's search is down) until switched back.
+    pub fn fail_lookups(&self, fail: bool) {
+        self.lookups_fail.store(fail, Ordering::SeqCst);
+    }
+
+    fn expired(&self, key: &Key) -> bool {
+        self.config
+            .key_lifetime
+            .is_some_and(|lifetime| key.first_used.elapsed() >= lifetime)
     }
 
     fn record(
@@ -166,40 +209,66 @@ impl Provider for Simulator {
         if !self.config.latency.is_zero() {
             tokio::time::sleep(self.config.latency).await;
         }
-        let mut ledger = self.ledger.lock().await;
-        let entry = ledger.entry(request.idempotency_key.clone()).or_default();
-        entry.attempts += 1;
-        if let Some(first) = &entry.recorded {
-            return first.clone();
+        let mut guard = self.ledger.lock().await;
+        let ledger = &mut *guard;
+        *ledger
+            .sends
+            .entry(request.idempotency_key.clone())
+            .or_default() += 1;
+        if ledger
+            .keys
+            .get(&request.idempotency_key)
+            .is_some_and(|k| self.expired(k))
+        {
+            // Forgotten: from here on this key is new to the provider.
+            ledger.keys.remove(&request.idempotency_key);
         }
-        match behaviour(request.amount) {
+        let key = ledger
+            .keys
+            .entry(request.idempotency_key.clone())
+            .or_insert_with(|| Key {
+                first_used: Instant::now(),
+                attempts: 0,
+                refund: None,
+            });
+        key.attempts += 1;
+        if let Some(first) = key.refund.and_then(|i| ledger.refunds.get(i)) {
+            return first.1.clone();
+        }
+        let attempts = key.attempts;
+        let (outcome, recorded) = match behaviour(request.amount) {
             Behaviour::Final(code, gw, msg) => {
                 let outcome = self.record(request, code, gw, msg);
-                entry.recorded = Some(outcome.clone());
-                outcome
+                (outcome.clone(), Some(outcome))
             }
-            Behaviour::FailFirst(n) if entry.attempts <= n => transport(
-                SfResultCode::SystemError,
-                request,
-                "simulated: provider unavailable (connection refused)",
-            ),
-            Behaviour::LostAnswer if entry.attempts == 1 => {
-                entry.recorded = Some(self.record(
+            Behaviour::FailFirst(n) if attempts <= n => (
+                transport(
+                    SfResultCode::SystemError,
                     request,
-                    SfResultCode::Success,
-                    "succeeded",
-                    "Refund succeeded.",
-                ));
+                    "simulated: provider unavailable (connection refused)",
+                ),
+                None,
+            ),
+            Behaviour::LostAnswer if attempts == 1 => (
                 transport(
                     SfResultCode::Indeterminate,
                     request,
                     "simulated: timed out waiting for the answer",
-                )
-            }
-            Behaviour::LostRequest if entry.attempts == 1 => transport(
-                SfResultCode::Indeterminate,
-                request,
-                "simulated: timed out sending the request",
+                ),
+                Some(self.record(
+                    request,
+                    SfResultCode::Success,
+                    "succeeded",
+                    "Refund succeeded.",
+                )),
+            ),
+            Behaviour::LostRequest if attempts == 1 => (
+                transport(
+                    SfResultCode::Indeterminate,
+                    request,
+                    "simulated: timed out sending the request",
+                ),
+                None,
             ),
             Behaviour::FailFirst(_) | Behaviour::LostAnswer | Behaviour::LostRequest => {
                 let outcome = self.record(
@@ -208,31 +277,54 @@ impl Provider for Simulator {
                     "succeeded",
                     "Refund succeeded.",
                 );
-                entry.recorded = Some(outcome.clone());
-                outcome
+                (outcome.clone(), Some(outcome))
             }
+        };
+        if let Some(recorded) = recorded {
+            ledger
+                .refunds
+                .push((request.idempotency_key.clone(), recorded));
+            key.refund = Some(ledger.refunds.len() - 1);
         }
+        outcome
     }
 
+    /// Finds the refund by its reference (the Refund id the service sent), not by its key:
+    /// a forgotten key does not hide a refund that was made.
     async fn lookup(&self, request: &RefundRequest) -> Lookup {
         if !self.config.latency.is_zero() {
             tokio::time::sleep(self.config.latency).await;
         }
+        if self.lookups_fail.load(Ordering::SeqCst) {
+            return Lookup::Unknown(Outcome {
+                gateway_result_code: Some("api_error".into()),
+                ..transport(
+                    SfResultCode::Indeterminate,
+                    request,
+                    "simulated: the lookup failed",
+                )
+            });
+        }
         let ledger = self.ledger.lock().await;
-        match ledger
-            .get(&request.idempotency_key)
-            .and_then(|e| e.recorded.clone())
-        {
-            Some(found) => Lookup::Found(found),
+        let found = ledger
+            .refunds
+            .iter()
+            .find(|(reference, _)| *reference == request.idempotency_key);
+        match found {
+            Some((_, outcome)) => Lookup::Found(outcome.clone()),
             None => Lookup::NotFound(Outcome {
                 gateway_result_code: Some("resource_missing".into()),
                 ..transport(
                     SfResultCode::Indeterminate,
                     request,
-                    "no refund with this idempotency key",
+                    "no refund with this reference",
                 )
             }),
         }
+    }
+
+    fn key_lifetime(&self) -> Option<Duration> {
+        self.config.key_lifetime
     }
 }
 
@@ -328,5 +420,53 @@ mod tests {
         assert_eq!(s.refund(&req("k", 197)).await.code, SfResultCode::Success);
         assert_eq!(s.settled().await, (1, 197));
         assert_eq!(s.attempts("k").await, 3);
+    }
+
+    fn forgetful(lifetime: Duration) -> Simulator {
+        Simulator::new(SimulatorConfig {
+            key_lifetime: Some(lifetime),
+            ..SimulatorConfig::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_key_is_remembered_for_its_lifetime_then_a_resend_pays_again() {
+        let s = forgetful(Duration::from_secs(3600));
+        let first = s.refund(&req("k", 1000)).await;
+        assert_eq!(s.refund(&req("k", 1000)).await, first, "remembered");
+        assert!(s.remembers("k").await);
+        assert_eq!(s.settled().await, (1, 1000));
+        assert_eq!(s.key_lifetime(), Some(Duration::from_secs(3600)));
+
+        let s = forgetful(Duration::from_millis(1));
+        s.refund(&req("k", 1000)).await;
+        while s.remembers("k").await {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let again = s.refund(&req("k", 1000)).await;
+        assert_eq!(again.code, SfResultCode::Success);
+        assert_eq!(s.settled().await, (2, 2000), "a forgotten key pays twice");
+        assert_eq!(s.attempts("k").await, 2);
+    }
+
+    #[tokio::test]
+    async fn a_lookup_finds_a_refund_by_reference_after_its_key_is_forgotten() {
+        let s = forgetful(Duration::from_millis(1));
+        let made = s.refund(&req("k", 1000)).await;
+        while s.remembers("k").await {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(s.lookup(&req("k", 1000)).await, Lookup::Found(made));
+        assert!(matches!(
+            s.lookup(&req("other", 1000)).await,
+            Lookup::NotFound(_)
+        ));
+        s.fail_lookups(true);
+        assert!(matches!(
+            s.lookup(&req("k", 1000)).await,
+            Lookup::Unknown(_)
+        ));
+        s.fail_lookups(false);
+        assert!(matches!(s.lookup(&req("k", 1000)).await, Lookup::Found(_)));
     }
 }

@@ -164,7 +164,21 @@ impl Provider for Stripe {
     fn polls_settlement(&self) -> bool {
         true
     }
+
+    /// Stripe keeps idempotency keys for 24 hours.
+    fn key_lifetime(&self) -> Option<Duration> {
+        Some(KEY_LIFETIME)
+    }
+
+    /// A lookup lists the charge's refunds and matches `metadata.refund_id`, set on create:
+    /// it does not depend on the key.
+    fn lookup_by_reference(&self) -> bool {
+        true
+    }
 }
+
+/// How long Stripe remembers an idempotency key.
+pub const KEY_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Stripe's JSON and its mapping to Salesforce result codes.
 pub mod wire {

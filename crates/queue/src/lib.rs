@@ -8,11 +8,14 @@
 //! - every write of a run presents the run's lease token (fencing), so a run that lost its
 //!   lease to a rescuer cannot finish anything twice;
 //! - a refund is written as `Draft`, with its idempotency key, before its provider is
-//!   called, so a crash at any point is recovered by asking again with the same key;
+//!   called, so a crash at any point is recovered by asking again with the same key —
+//!   and once the provider may have forgotten that key, by looking the refund up by
+//!   reference first, never by sending it again on the key's word;
 //! - nothing loops and nothing is stranded: a panicking job fails its run, an operation is
 //!   rescued at most [`MAX_RESCUES`] times, and one that fails for good hands its unfinished
 //!   refunds to reconciliation and raises a process exception.
 
+mod keys;
 mod reconcile;
 mod refund_job;
 mod runner;

@@ -18,7 +18,7 @@ use crate::settle::{
     finish_call, finish_pending, format_money, gateway_config, request_for, settle_with,
     start_call, Interaction, Then,
 };
-use crate::{ms, timed, JobError, QueueConfig};
+use crate::{keys, ms, timed, JobError, QueueConfig};
 
 pub(crate) async fn run(
     db: Db,
@@ -103,6 +103,9 @@ async fn resolve_unknown(
             Then::LogOnly
         }
     };
+    if keys::lookup_would_resend(db, provider, w).await? {
+        return keys::hand_over(db, None, w, keys::NO_LOOKUP).await;
+    }
     let request = request_for(w);
     let log_id = start_call(db, None, w, Interaction::RefundLookup).await?;
     let (lookup, duration) = timed(provider.lookup(&request)).await;

@@ -18,6 +18,7 @@ use refunds_store::refunds::{
 };
 use std::sync::Arc;
 
+use crate::keys::{self, Resend};
 use crate::settle::{
     finish_call, format_amount, gateway_config, request_for, settle_with, start_call, Interaction,
     Then,
@@ -218,7 +219,14 @@ impl EnsureRefundsJob {
                 return Ok(());
             }
         };
+        if keys::before_resend(&ctx.db, run, &self.config, &*provider, w).await? == Resend::Done {
+            return Ok(());
+        }
         let request = request_for(w);
+        // An earlier run called the provider for this refund (and died before recording
+        // the answer): that request may have arrived, so failing to reach the provider now
+        // proves nothing, and the refund is looked up rather than released.
+        let sent_before = w.attempts > 0;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -232,7 +240,9 @@ impl EnsureRefundsJob {
                 SfResultCode::SystemError if attempt < self.config.provider_attempts => {
                     Then::LogOnly
                 }
-                SfResultCode::Indeterminate => {
+                SfResultCode::Indeterminate | SfResultCode::SystemError
+                    if outcome.code == SfResultCode::Indeterminate || sent_before =>
+                {
                     Then::Reconcile(now_ms().saturating_add(ms(self.config.reconcile_delay)))
                 }
                 _ => settle_with(&*provider, self.config.reconcile_delay),

@@ -434,6 +434,7 @@ async fn a_refund_interrupted_mid_call_is_redriven_with_the_same_key(backend: Ba
     let slow = Registry::new(
         SimulatorConfig {
             latency: Duration::from_secs(30),
+            ..SimulatorConfig::default()
         },
         refunds_gateway::HostPolicy::with_loopback(),
     )

@@ -75,6 +75,10 @@ enum Command {
         /// Latency added to every refund request.
         #[arg(long, env = "REFUNDS_SIMULATOR_LATENCY_MS", default_value_t = 0)]
         latency_ms: u64,
+        /// Forget an idempotency key this long after its first use (default: never;
+        /// Stripe forgets after 24 h).
+        #[arg(long, env = "REFUNDS_SIMULATOR_KEY_LIFETIME_MS")]
+        key_lifetime_ms: Option<u64>,
     },
     /// Manage API clients (OAuth client id and secret).
     Clients {
@@ -183,6 +187,10 @@ struct Common {
     /// Latency added to every call of the built-in simulator provider.
     #[arg(long, env = "REFUNDS_SIMULATOR_LATENCY_MS", default_value_t = 0)]
     simulator_latency_ms: u64,
+    /// How long the built-in simulator remembers an idempotency key (default: for ever);
+    /// a refund first sent longer ago is looked up before it is sent again.
+    #[arg(long, env = "REFUNDS_SIMULATOR_KEY_LIFETIME_MS")]
+    simulator_key_lifetime_ms: Option<u64>,
     /// Serve Prometheus metrics at `/metrics` on this address (its own listener, without
     /// a token: keep it internal). Off unless given.
     #[arg(long, env = "REFUNDS_METRICS_LISTEN")]
@@ -244,6 +252,7 @@ impl Common {
         Registry::new(
             SimulatorConfig {
                 latency: Duration::from_millis(self.simulator_latency_ms),
+                key_lifetime: self.simulator_key_lifetime_ms.map(Duration::from_millis),
             },
             self.gateway_hosts.clone(),
         )
@@ -293,11 +302,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             ledger,
             latency_ms,
+            key_lifetime_ms,
         } => {
             let simulator =
                 refunds_simulator::Simulator::open(&ledger, Duration::from_millis(latency_ms))
                     .await
-                    .with_context(|| format!("cannot open the ledger {}", ledger.display()))?;
+                    .with_context(|| format!("cannot open the ledger {}", ledger.display()))?
+                    .with_key_lifetime(key_lifetime_ms.map(Duration::from_millis));
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;

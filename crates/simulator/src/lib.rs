@@ -20,7 +20,11 @@
 //!
 //! A repeated `Idempotency-Key` replays the first recorded answer and moves no money; with
 //! other parameters than its first use it is refused, as Stripe refuses it: 400
-//! `idempotency_error`.
+//! `idempotency_error`. With a key lifetime ([`Simulator::with_key_lifetime`],
+//! `refunds simulator --key-lifetime-ms`) a key is forgotten that long after its first use,
+//! as Stripe forgets keys after 24 hours: a request sent again under it is a new refund.
+//! Lists (`GET /v1/refunds?charge=…`) page as Stripe's do (`limit`, `has_more`,
+//! `starting_after`) and show every refund with its `metadata`, forgotten keys or not.
 
 use std::path::Path;
 use std::time::Duration;
@@ -35,10 +39,25 @@ use serde_json::{json, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+/// One refund of the ledger, as the checks of the tests read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerRefund {
+    pub id: String,
+    pub idempotency_key: String,
+    /// The charge or payment intent refunded.
+    pub payment: Option<String>,
+    pub amount: i64,
+    /// `succeeded`, `pending` or `failed`.
+    pub status: String,
+    /// `metadata[refund_id]` as sent.
+    pub refund_id: Option<String>,
+}
+
 #[derive(Clone)]
 pub struct Simulator {
     ledger: SqlitePool,
     latency: Duration,
+    key_lifetime: Option<Duration>,
 }
 
 /// How long a "request that never arrived" keeps the caller waiting.
@@ -79,10 +98,25 @@ impl Simulator {
                 .execute(&pool)
                 .await?;
         }
+        // (… and before they remembered when they were first used; such keys never expire)
+        if !columns.iter().any(|c| c == "first_used") {
+            sqlx::query("ALTER TABLE attempts ADD COLUMN first_used INTEGER")
+                .execute(&pool)
+                .await?;
+        }
         Ok(Simulator {
             ledger: pool,
             latency,
+            key_lifetime: None,
         })
+    }
+
+    /// Forgets an idempotency key this long after its first use, as Stripe does after
+    /// 24 hours (`None`, the default: never). A request sent again under a forgotten key
+    /// is a new refund; the refunds made under it stay in the ledger and in its lists.
+    pub fn with_key_lifetime(mut self, lifetime: Option<Duration>) -> Simulator {
+        self.key_lifetime = lifetime;
+        self
     }
 
     pub fn router(self) -> Router {
@@ -90,6 +124,35 @@ impl Simulator {
             .route("/v1/refunds", post(create).get(list))
             .route("/v1/refunds/{id}", get(retrieve))
             .with_state(self)
+    }
+
+    /// Every refund in the ledger, oldest first, for checks.
+    pub async fn refunds(&self) -> Result<Vec<LedgerRefund>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT id, idempotency_key, charge, payment_intent, amount, status, metadata FROM refunds \
+             ORDER BY created, id",
+        )
+        .fetch_all(&self.ledger)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let metadata: String = r.try_get("metadata")?;
+                let metadata = serde_json::from_str::<Value>(&metadata).unwrap_or(json!({}));
+                Ok(LedgerRefund {
+                    id: r.try_get("id")?,
+                    idempotency_key: r.try_get("idempotency_key")?,
+                    payment: r
+                        .try_get::<Option<String>, _>("charge")?
+                        .or(r.try_get::<Option<String>, _>("payment_intent")?),
+                    amount: r.try_get("amount")?,
+                    status: r.try_get("status")?,
+                    refund_id: metadata
+                        .get("refund_id")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                })
+            })
+            .collect()
     }
 
     /// Refunds with money moved (`succeeded`) and their total, for checks.
@@ -233,6 +296,29 @@ async fn handle_create(
     metadata: &serde_json::Map<String, Value>,
 ) -> Result<Response, sqlx::Error> {
     let mut tx = sim.ledger.begin().await?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    if let Some(lifetime) = sim.key_lifetime {
+        let lifetime = i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX);
+        let forgotten = sqlx::query(
+            "DELETE FROM attempts WHERE idempotency_key = $1 AND first_used IS NOT NULL AND first_used <= $2",
+        )
+        .bind(key)
+        .bind(now_ms.saturating_sub(lifetime))
+        .execute(&mut *tx)
+        .await?;
+        if forgotten.rows_affected() > 0 {
+            // The refund made under the key stays; only the key is free again.
+            sqlx::query(
+                "UPDATE refunds SET idempotency_key = idempotency_key || ' (forgotten, ' || id || ')' \
+                 WHERE idempotency_key = $1",
+            )
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
     // What the key was first used with: the same key with anything else is refused.
     let params = json!({
         "charge": charge, "payment_intent": intent, "amount": amount,
@@ -256,11 +342,12 @@ async fn handle_create(
         }
     }
     let attempt: i64 = sqlx::query_scalar(
-        "INSERT INTO attempts (idempotency_key, count, params) VALUES ($1, 1, $2) \
+        "INSERT INTO attempts (idempotency_key, count, params, first_used) VALUES ($1, 1, $2, $3) \
          ON CONFLICT (idempotency_key) DO UPDATE SET count = count + 1 RETURNING count",
     )
     .bind(key)
     .bind(&params)
+    .bind(now_ms)
     .fetch_one(&mut *tx)
     .await?;
     let stored = sqlx::query(
@@ -385,6 +472,7 @@ struct ListQuery {
     charge: Option<String>,
     payment_intent: Option<String>,
     limit: Option<i64>,
+    starting_after: Option<String>,
 }
 
 /// A read first moves pending refunds to their final status, as time would.
@@ -408,19 +496,27 @@ async fn list(
     if let Err(e) = settled {
         return internal(e);
     }
+    // Newest first, as Stripe lists; `starting_after` continues after that refund, and one
+    // row more than asked for tells whether there is a next page.
     let rows = sqlx::query(&format!(
-        "SELECT * FROM refunds WHERE {filter} ORDER BY created DESC, id DESC LIMIT $3"
+        "SELECT * FROM refunds WHERE {filter} AND ($3 IS NULL OR (created, id) < \
+         (SELECT created, id FROM refunds WHERE id = $3)) ORDER BY created DESC, id DESC LIMIT $4"
     ))
     .bind(&q.charge)
     .bind(&q.payment_intent)
-    .bind(limit)
+    .bind(&q.starting_after)
+    .bind(limit + 1)
     .fetch_all(&sim.ledger)
     .await;
     match rows.and_then(|rows| rows.iter().map(refund_json).collect::<Result<Vec<_>, _>>()) {
-        Ok(data) => reply((
-            StatusCode::OK,
-            json!({"object": "list", "data": data, "has_more": false, "url": "/v1/refunds"}),
-        )),
+        Ok(mut data) => {
+            let has_more = data.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+            data.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            reply((
+                StatusCode::OK,
+                json!({"object": "list", "data": data, "has_more": has_more, "url": "/v1/refunds"}),
+            ))
+        }
         Err(e) => internal(e),
     }
 }

@@ -433,3 +433,60 @@ async fn lost_request_97_records_nothing_then_succeeds_once() {
     assert_eq!(again["id"], made["id"]);
     assert_eq!(server.settled().await, (1, 1297));
 }
+
+/// With a key lifetime, a key is remembered until it ends and forgotten after: a request
+/// sent again then is a new refund (the double payment the service must avoid), and the
+/// list by charge shows both, each with its `metadata[refund_id]`.
+#[tokio::test]
+async fn a_forgotten_key_makes_a_new_refund_and_the_list_still_shows_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.db");
+    let lifetime = Duration::from_millis(200);
+    let sim = Simulator::open(&ledger, Duration::ZERO)
+        .await
+        .unwrap()
+        .with_key_lifetime(Some(lifetime));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = sim.clone().router();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let server = Server { base, sim, task };
+    let client = reqwest::Client::new();
+    let form = refund_form("ch_forget", "1234", "0RfFORGET00000001");
+    let started = std::time::Instant::now();
+    let (_, first) = create(&client, &server, Some("0RfFORGET00000001"), &form).await;
+    let (_, replay) = create(&client, &server, Some("0RfFORGET00000001"), &form).await;
+    if started.elapsed() < lifetime {
+        assert_eq!(replay["id"], first["id"], "remembered within its lifetime");
+        assert_eq!(server.settled().await, (1, 1234));
+    }
+    while started.elapsed() < lifetime {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (status, second) = create(&client, &server, Some("0RfFORGET00000001"), &form).await;
+    assert_eq!(status, 200, "{second}");
+    assert_ne!(second["id"], first["id"], "forgotten: a new refund");
+    assert_eq!(server.settled().await, (2, 2468), "paid twice");
+    let (_, list) = get(&client, &server, "/v1/refunds?charge=ch_forget&limit=1").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert_eq!(list["has_more"], true, "{list}");
+    let last = list["data"][0]["id"].as_str().unwrap().to_string();
+    let (_, next) = get(
+        &client,
+        &server,
+        &format!("/v1/refunds?charge=ch_forget&limit=1&starting_after={last}"),
+    )
+    .await;
+    assert_eq!(next["data"].as_array().unwrap().len(), 1, "{next}");
+    assert_eq!(next["has_more"], false, "{next}");
+    let ids = [last, next["data"][0]["id"].as_str().unwrap().to_string()];
+    assert!(ids.contains(&first["id"].as_str().unwrap().to_string()));
+    assert!(ids.contains(&second["id"].as_str().unwrap().to_string()));
+    assert_eq!(
+        next["data"][0]["metadata"]["refund_id"],
+        "0RfFORGET00000001"
+    );
+    server.stop().await;
+}

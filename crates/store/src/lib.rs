@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod db;
+pub mod keys;
 pub mod ops;
 pub mod query;
 pub mod records;

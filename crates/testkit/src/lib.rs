@@ -204,6 +204,15 @@ impl TestApp {
         TestApp::with_state(backend, config, |state| state).await
     }
 
+    /// The app with its built-in simulator configured (latency, key lifetime).
+    pub async fn with_simulator(
+        backend: Backend,
+        config: QueueConfig,
+        simulator: SimulatorConfig,
+    ) -> Option<TestApp> {
+        TestApp::build(backend, config, simulator, |state| state).await
+    }
+
     /// An app whose [`AppState`] the test adjusts (e.g. its login limits) before the
     /// router is built.
     pub async fn with_state(
@@ -211,10 +220,18 @@ impl TestApp {
         config: QueueConfig,
         adjust: impl FnOnce(AppState) -> AppState,
     ) -> Option<TestApp> {
+        TestApp::build(backend, config, SimulatorConfig::default(), adjust).await
+    }
+
+    async fn build(
+        backend: Backend,
+        config: QueueConfig,
+        simulator: SimulatorConfig,
+        adjust: impl FnOnce(AppState) -> AppState,
+    ) -> Option<TestApp> {
         let test_db = TestDb::new(backend).await?;
         let db = test_db.db.clone();
-        let registry =
-            Registry::new(SimulatorConfig::default(), test_gateway_hosts()).expect("registry");
+        let registry = Registry::new(simulator, test_gateway_hosts()).expect("registry");
         let runner = Runner::new(db.clone(), config.clone(), registry.clone());
         let state = adjust(AppState {
             gateway_hosts: std::sync::Arc::new(test_gateway_hosts()),
