@@ -9,7 +9,7 @@ use tower::ServiceExt;
 
 /// The metrics text, and the value of each sample line by its name and labels.
 async fn scrape(app: &TestApp) -> (String, std::collections::HashMap<String, f64>) {
-    let response = refunds_api::metrics::router(app.db.clone())
+    let response = refunds_api::metrics::router(app.db.clone(), app.runner.reconcile_stats())
         .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
         .await
         .unwrap();

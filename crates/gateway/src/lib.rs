@@ -7,6 +7,7 @@
 
 pub mod adyen;
 mod http;
+pub mod limits;
 mod simulator;
 pub mod stripe;
 
@@ -17,6 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use refunds_domain::SfResultCode;
 
+pub use limits::GatewayLimits;
 pub use simulator::{Simulator, SimulatorConfig};
 
 /// One refund asked of a provider.
@@ -112,6 +114,9 @@ pub struct GatewayConfig {
     /// JSON object from provider result codes to Salesforce result codes, applied on top
     /// of the adapter's own mapping.
     pub result_code_mapping: Option<String>,
+    /// The PaymentGateway's id: adapters of one gateway share its [`limits`].
+    pub gateway_id: Option<String>,
+    pub limits: GatewayLimits,
 }
 
 /// Default HTTP timeouts of provider calls.
@@ -152,11 +157,12 @@ pub fn parse_mapping(text: &str) -> Result<HashMap<String, SfResultCode>, Config
 }
 
 /// Hands out adapters by PaymentGateway `ProviderType`; shares one pooled HTTP client per
-/// connect timeout.
+/// connect timeout, and one [`limits::Limiter`] per gateway id.
 #[derive(Clone)]
 pub struct Registry {
     simulator: Arc<Simulator>,
     clients: Arc<Mutex<HashMap<Duration, reqwest::Client>>>,
+    limiters: Arc<Mutex<HashMap<String, Arc<limits::Limiter>>>>,
 }
 
 impl Registry {
@@ -164,6 +170,7 @@ impl Registry {
         Registry {
             simulator: Arc::new(Simulator::new(simulator)),
             clients: Arc::new(Mutex::new(HashMap::new())),
+            limiters: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -191,11 +198,33 @@ impl Registry {
             "Adyen" => Arc::new(adyen::Adyen::new(self.client(connect), config)),
             other => return Err(ConfigError::UnsupportedProvider(other.to_string())),
         };
+        let inner: Arc<dyn Provider> = match self.limiter(config) {
+            Some(limiter) => Arc::new(limits::Limited { inner, limiter }),
+            None => inner,
+        };
         if mapping.is_empty() {
             Ok(inner)
         } else {
             Ok(Arc::new(Remapped { inner, mapping }))
         }
+    }
+
+    /// The limiter of the config's gateway, shared by every adapter handed out for that
+    /// gateway id (`None` when it sets no limit). A gateway whose limits changed gets a new
+    /// limiter; calls admitted under the old one finish under it.
+    pub fn limiter(&self, config: &GatewayConfig) -> Option<Arc<limits::Limiter>> {
+        let key = config.gateway_id.clone().unwrap_or_default();
+        let mut limiters = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        if config.limits.is_unlimited() {
+            limiters.remove(&key);
+            return None;
+        }
+        let wanted = Arc::new(limits::Limiter::new(config.limits));
+        let limiter = limiters.entry(key).or_insert_with(|| wanted.clone());
+        if limiter.limits() != wanted.limits() {
+            *limiter = wanted;
+        }
+        Some(limiter.clone())
     }
 
     /// The built-in simulator (tests inspect its ledger).

@@ -6,13 +6,19 @@
 //! - **Later settlement** (`Pending`, for providers that are polled, such as Stripe): each
 //!   is looked up until the provider reports it settled or failed.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use refunds_domain::{ObjectType, SfId, SfResultCode};
-use refunds_gateway::{Lookup, Provider, Registry};
+use refunds_gateway::{Lookup, Outcome, Provider, RefundRequest, Registry};
 use refunds_store::refunds::{self as sql, NewProcessException, RefundWork};
 use refunds_store::{now_ms, Db};
 use tokio::sync::watch;
+use tokio::task::{JoinError, JoinSet};
 
 use crate::settle::{
     finish_call, finish_pending, format_amount, gateway_config, request_for, settle_with,
@@ -20,61 +26,322 @@ use crate::settle::{
 };
 use crate::{ms, timed, JobError, QueueConfig};
 
+/// What this process's reconciler has done since it started, for `/metrics`. Cheap to
+/// clone; clones share the counters.
+#[derive(Clone, Debug, Default)]
+pub struct ReconcileStats(Arc<Counters>);
+
+#[derive(Debug, Default)]
+struct Counters {
+    in_flight: AtomicU64,
+    found: AtomicU64,
+    not_found: AtomicU64,
+    unknown: AtomicU64,
+    failures: AtomicU64,
+}
+
+/// A reading of [`ReconcileStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReconcileCounts {
+    /// Lookups running now (including those waiting for their gateway's limits).
+    pub in_flight: u64,
+    /// Provider lookups by what they answered: the refund was found, the provider never
+    /// received it, or the lookup itself failed.
+    pub found: u64,
+    pub not_found: u64,
+    pub unknown: u64,
+    /// Lookups that ended in an internal error or a panic (each ends only itself).
+    pub failures: u64,
+}
+
+impl ReconcileStats {
+    pub fn counts(&self) -> ReconcileCounts {
+        let c = &self.0;
+        ReconcileCounts {
+            in_flight: c.in_flight.load(Ordering::Relaxed),
+            found: c.found.load(Ordering::Relaxed),
+            not_found: c.not_found.load(Ordering::Relaxed),
+            unknown: c.unknown.load(Ordering::Relaxed),
+            failures: c.failures.load(Ordering::Relaxed),
+        }
+    }
+
+    fn looked_up(&self, lookup: &Lookup) {
+        let counter = match lookup {
+            Lookup::Found(_) => &self.0.found,
+            Lookup::NotFound(_) => &self.0.not_found,
+            Lookup::Unknown(_) => &self.0.unknown,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn failed(&self) {
+        self.0.failures.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts a lookup as in flight for as long as it lives (a panic drops it too).
+struct InFlight(ReconcileStats);
+
+impl InFlight {
+    fn new(stats: ReconcileStats) -> InFlight {
+        stats.0.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(stats)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0 .0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A refund's adapter that counts what its lookups answered.
+struct Counted {
+    inner: Arc<dyn Provider>,
+    stats: ReconcileStats,
+}
+
+#[async_trait]
+impl Provider for Counted {
+    async fn refund(&self, request: &RefundRequest) -> Outcome {
+        self.inner.refund(request).await
+    }
+
+    async fn lookup(&self, request: &RefundRequest) -> Lookup {
+        let lookup = self.inner.lookup(request).await;
+        self.stats.looked_up(&lookup);
+        lookup
+    }
+
+    fn polls_settlement(&self) -> bool {
+        self.inner.polls_settlement()
+    }
+}
+
+/// The lookups this process has in flight: at most `limit`, each in a task of its own, so
+/// one that fails or panics ends only itself. A refund is never looked up twice at once
+/// here (its next lookup may fall due while a slow one is still running).
+struct Lookups {
+    limit: usize,
+    tasks: JoinSet<Result<bool, JobError>>,
+    refunds: HashMap<tokio::task::Id, String>,
+    stats: ReconcileStats,
+}
+
+impl Lookups {
+    fn new(limit: usize, stats: ReconcileStats) -> Lookups {
+        Lookups {
+            limit: limit.max(1),
+            tasks: JoinSet::new(),
+            refunds: HashMap::new(),
+            stats,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    fn free(&self) -> usize {
+        self.limit.saturating_sub(self.tasks.len())
+    }
+
+    /// Starts `lookup` of `refund_id` if there is room and that refund is not in flight
+    /// already. The lookup answers whether it took the refund (another process may have).
+    fn start<F>(&mut self, refund_id: &str, lookup: F) -> bool
+    where
+        F: Future<Output = Result<bool, JobError>> + Send + 'static,
+    {
+        if self.free() == 0 || self.refunds.values().any(|r| r == refund_id) {
+            return false;
+        }
+        let guard = InFlight::new(self.stats.clone());
+        let handle = self.tasks.spawn(async move {
+            let _in_flight = guard;
+            lookup.await
+        });
+        self.refunds.insert(handle.id(), refund_id.to_string());
+        true
+    }
+
+    /// Waits for the next lookup to end; `None` when none is in flight. Answers whether it
+    /// took its refund.
+    async fn join_next(&mut self) -> Option<bool> {
+        let joined = self.tasks.join_next_with_id().await?;
+        Some(self.ended(joined))
+    }
+
+    /// Collects the lookups that have ended, without waiting.
+    fn reap(&mut self) -> usize {
+        let mut taken = 0;
+        while let Some(joined) = self.tasks.try_join_next_with_id() {
+            taken += usize::from(self.ended(joined));
+        }
+        taken
+    }
+
+    fn ended(
+        &mut self,
+        joined: Result<(tokio::task::Id, Result<bool, JobError>), JoinError>,
+    ) -> bool {
+        match joined {
+            Ok((id, Ok(taken))) => {
+                self.refunds.remove(&id);
+                taken
+            }
+            Ok((id, Err(e))) => {
+                let refund = self.refunds.remove(&id).unwrap_or_default();
+                tracing::error!(refund = %refund, error = %e, "looking the refund up failed; it is looked up again later");
+                self.stats.failed();
+                true
+            }
+            Err(e) => {
+                let refund = self.refunds.remove(&e.id()).unwrap_or_default();
+                if e.is_panic() {
+                    tracing::error!(refund = %refund, "looking the refund up failed unexpectedly (a panic); it is looked up again later");
+                    self.stats.failed();
+                }
+                true
+            }
+        }
+    }
+}
+
+/// What every lookup needs, shared by the tasks.
+#[derive(Clone)]
+struct Reconciler {
+    db: Db,
+    config: Arc<QueueConfig>,
+    registry: Registry,
+    stats: ReconcileStats,
+}
+
+impl Reconciler {
+    /// Starts the due lookups there is room for; answers how many started.
+    async fn start_due(&self, lookups: &mut Lookups) -> Result<usize, JobError> {
+        lookups.reap();
+        let free = lookups.free();
+        if free == 0 {
+            return Ok(0);
+        }
+        let now = now_ms();
+        // Enough to fill the room even if some of them are in flight already.
+        let want = i64::try_from(free + lookups.len()).unwrap_or(i64::MAX);
+        let unknown = sql::due_reconciliations(&self.db, now, want).await?;
+        let settling = sql::due_settlements(&self.db, now, want).await?;
+        let mut started = 0;
+        // Alternately, so that neither kind waits behind a backlog of the other.
+        let (mut unknown, mut settling) = (unknown.into_iter(), settling.into_iter());
+        loop {
+            let next = [unknown.next(), settling.next()];
+            if next.iter().all(Option::is_none) {
+                break;
+            }
+            for w in next.into_iter().flatten() {
+                if lookups.free() == 0 {
+                    return Ok(started);
+                }
+                let id = w.id.clone();
+                if lookups.start(&id, self.clone().look_up(w)) {
+                    started += 1;
+                }
+            }
+        }
+        Ok(started)
+    }
+
+    /// One refund's lookup. False if another worker took it first.
+    async fn look_up(self, w: RefundWork) -> Result<bool, JobError> {
+        let (db, config) = (&self.db, &*self.config);
+        let now = now_ms();
+        if !take(db, config, &w, now).await? {
+            return Ok(false);
+        }
+        let provider = self
+            .registry
+            .provider(&gateway_config(&w))
+            .map_err(|e| JobError::Failed(format!("cannot look the refund up: no provider: {e}")))?;
+        let provider = Counted {
+            inner: provider,
+            stats: self.stats.clone(),
+        };
+        if w.status == "Pending" {
+            follow_settlement(db, &provider, &w).await?;
+        } else if now.saturating_sub(w.reconcile_since.unwrap_or(now))
+            >= ms(config.reconcile_give_up)
+        {
+            hand_over(db, &w, now).await?;
+        } else {
+            resolve_unknown(db, config, &provider, &w).await?;
+        }
+        Ok(true)
+    }
+}
+
+/// The reconciler of one process: runs until `shutdown` turns true, with up to
+/// `reconcile_concurrency` lookups in flight, then waits for those to end.
 pub(crate) async fn run(
     db: Db,
     config: QueueConfig,
     registry: Registry,
+    stats: ReconcileStats,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let every = config
         .poll_interval
         .min(config.reconcile_delay)
         .max(Duration::from_millis(10));
+    let mut lookups = Lookups::new(config.reconcile_concurrency, stats.clone());
+    let reconciler = Reconciler {
+        db,
+        config: Arc::new(config),
+        registry,
+        stats,
+    };
     loop {
-        if let Err(e) = reconcile_due(&db, &config, &registry).await {
+        if *shutdown.borrow() {
+            break;
+        }
+        if let Err(e) = reconciler.start_due(&mut lookups).await {
             tracing::error!(error = %e, "reconciliation pass failed");
         }
+        // Full: the next pass comes when a lookup ends. Otherwise on the next tick.
+        let full = lookups.free() == 0;
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => {}
-        }
-        if *shutdown.borrow() {
-            return;
+            Some(_) = lookups.join_next(), if full => {}
+            changed = shutdown.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
         }
     }
+    // No new lookups; the ones in flight end (their provider timeouts bound them).
+    while lookups.join_next().await.is_some() {}
 }
 
-/// One pass over the lookups that are due. Returns how many refunds were looked up.
+/// One pass over the lookups that are due, up to `reconcile_concurrency` of them at once;
+/// returns when they have ended. Answers how many refunds were looked up. A lookup that
+/// fails is logged and ends only itself.
 pub async fn reconcile_due(
     db: &Db,
     config: &QueueConfig,
     registry: &Registry,
 ) -> Result<usize, JobError> {
-    let now = now_ms();
-    let mut due = sql::due_reconciliations(db, now, 32).await?;
-    due.extend(sql::due_settlements(db, now, 32).await?);
+    let stats = ReconcileStats::default();
+    let mut lookups = Lookups::new(config.reconcile_concurrency, stats.clone());
+    let reconciler = Reconciler {
+        db: db.clone(),
+        config: Arc::new(config.clone()),
+        registry: registry.clone(),
+        stats,
+    };
+    reconciler.start_due(&mut lookups).await?;
     let mut done = 0;
-    for w in due {
-        if !take(db, config, &w, now).await? {
-            continue;
-        }
-        done += 1;
-        let provider = match registry.provider(&gateway_config(&w)) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(refund = %w.id, error = %e, "cannot look the refund up: no provider");
-                continue;
-            }
-        };
-        if w.status == "Pending" {
-            follow_settlement(db, &*provider, &w).await?;
-        } else if now.saturating_sub(w.reconcile_since.unwrap_or(now))
-            >= ms(config.reconcile_give_up)
-        {
-            hand_over(db, &w, now).await?;
-        } else {
-            resolve_unknown(db, config, &*provider, &w).await?;
-        }
+    while let Some(taken) = lookups.join_next().await {
+        done += usize::from(taken);
     }
     Ok(done)
 }

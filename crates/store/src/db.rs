@@ -30,6 +30,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (3, "auth", include_str!("../migrations/0003_auth.sql")),
     (4, "rescues", include_str!("../migrations/0004_rescues.sql")),
+    (
+        9,
+        "gateway_limits",
+        include_str!("../migrations/0009_gateway_limits.sql"),
+    ),
 ];
 
 /// A pooled handle to the database, cheap to clone.
