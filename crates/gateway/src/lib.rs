@@ -1,5 +1,6 @@
 //! Payment providers: the [`Provider`] trait every adapter implements, the outcome it
-//! answers with, and the [`Registry`] that picks an adapter for a PaymentGateway record.
+//! answers with, and the [`Registry`] that picks an adapter for a PaymentGateway record and
+//! holds each gateway's call limits ([`limits`]).
 //!
 //! An adapter only builds requests and maps answers; it never touches the database and
 //! never decides what to refund. Whatever it puts in an [`Outcome`]'s raw request and

@@ -230,6 +230,32 @@ mod tests {
         assert_eq!(limiter.permits_free(), Some(2));
     }
 
+    /// The registry hands every adapter of one gateway the same limiter, another gateway
+    /// its own, and a gateway whose limits changed a new one.
+    #[test]
+    fn one_limiter_per_gateway() {
+        let registry = crate::Registry::new(crate::SimulatorConfig::default());
+        let config = |id: &str, limits: GatewayLimits| crate::GatewayConfig {
+            provider_type: "Simulator".into(),
+            gateway_id: Some(id.into()),
+            limits,
+            ..crate::GatewayConfig::default()
+        };
+        let two = limits(Some(2), None);
+        let a = registry.limiter(&config("gw-a", two)).expect("limited");
+        let again = registry.limiter(&config("gw-a", two)).expect("limited");
+        assert!(Arc::ptr_eq(&a, &again));
+        let b = registry.limiter(&config("gw-b", two)).expect("limited");
+        assert!(!Arc::ptr_eq(&a, &b));
+        let changed = registry
+            .limiter(&config("gw-a", limits(Some(3), None)))
+            .expect("limited");
+        assert!(!Arc::ptr_eq(&a, &changed));
+        assert_eq!(changed.permits_free(), Some(3));
+        assert!(registry.limiter(&config("gw-a", limits(None, None))).is_none());
+        assert!(registry.provider(&config("gw-a", two)).is_ok());
+    }
+
     /// A caller that gives up while waiting for its turn returns its permit.
     #[tokio::test(start_paused = true)]
     async fn a_caller_that_gives_up_frees_its_place() {

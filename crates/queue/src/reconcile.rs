@@ -121,22 +121,35 @@ impl Provider for Counted {
 
 /// The lookups this process has in flight: at most `limit`, each in a task of its own, so
 /// one that fails or panics ends only itself. A refund is never looked up twice at once
-/// here (its next lookup may fall due while a slow one is still running).
+/// here (its next lookup may fall due while a slow one is still running), and one whose
+/// lookup failed rests for `rest` before it is tried again: its lookup time did not move,
+/// so it would otherwise head every pass and, failing each time, take a place from the others.
 struct Lookups {
     limit: usize,
+    rest: Duration,
     tasks: JoinSet<Result<bool, JobError>>,
     refunds: HashMap<tokio::task::Id, String>,
+    resting: HashMap<String, tokio::time::Instant>,
     stats: ReconcileStats,
 }
 
 impl Lookups {
-    fn new(limit: usize, stats: ReconcileStats) -> Lookups {
+    fn new(limit: usize, rest: Duration, stats: ReconcileStats) -> Lookups {
         Lookups {
             limit: limit.max(1),
+            rest,
             tasks: JoinSet::new(),
             refunds: HashMap::new(),
+            resting: HashMap::new(),
             stats,
         }
+    }
+
+    /// Refunds that are in flight or resting, which a pass skips.
+    fn skipped(&mut self) -> usize {
+        let now = tokio::time::Instant::now();
+        self.resting.retain(|_, until| *until > now);
+        self.tasks.len() + self.resting.len()
     }
 
     fn len(&self) -> usize {
@@ -153,7 +166,11 @@ impl Lookups {
     where
         F: Future<Output = Result<bool, JobError>> + Send + 'static,
     {
-        if self.free() == 0 || self.refunds.values().any(|r| r == refund_id) {
+        let resting = self
+            .resting
+            .get(refund_id)
+            .is_some_and(|until| *until > tokio::time::Instant::now());
+        if self.free() == 0 || resting || self.refunds.values().any(|r| r == refund_id) {
             return false;
         }
         let guard = InFlight::new(self.stats.clone());
@@ -185,26 +202,28 @@ impl Lookups {
         &mut self,
         joined: Result<(tokio::task::Id, Result<bool, JobError>), JoinError>,
     ) -> bool {
-        match joined {
+        let (refund, failure) = match joined {
             Ok((id, Ok(taken))) => {
                 self.refunds.remove(&id);
-                taken
+                return taken;
             }
-            Ok((id, Err(e))) => {
-                let refund = self.refunds.remove(&id).unwrap_or_default();
-                tracing::error!(refund = %refund, error = %e, "looking the refund up failed; it is looked up again later");
-                self.stats.failed();
-                true
-            }
+            Ok((id, Err(e))) => (self.refunds.remove(&id), e.to_string()),
+            Err(e) if e.is_panic() => (
+                self.refunds.remove(&e.id()),
+                "it failed unexpectedly (a panic)".to_string(),
+            ),
+            // Cancelled: the runtime is shutting down.
             Err(e) => {
-                let refund = self.refunds.remove(&e.id()).unwrap_or_default();
-                if e.is_panic() {
-                    tracing::error!(refund = %refund, "looking the refund up failed unexpectedly (a panic); it is looked up again later");
-                    self.stats.failed();
-                }
-                true
+                self.refunds.remove(&e.id());
+                return false;
             }
-        }
+        };
+        let refund = refund.unwrap_or_default();
+        tracing::error!(refund = %refund, error = %failure, "looking the refund up failed; it is tried again later");
+        self.stats.failed();
+        self.resting
+            .insert(refund, tokio::time::Instant::now() + self.rest);
+        true
     }
 }
 
@@ -226,8 +245,8 @@ impl Reconciler {
             return Ok(0);
         }
         let now = now_ms();
-        // Enough to fill the room even if some of them are in flight already.
-        let want = i64::try_from(free + lookups.len()).unwrap_or(i64::MAX);
+        // Enough to fill the room even if some of them are skipped.
+        let want = i64::try_from(free + lookups.skipped()).unwrap_or(i64::MAX);
         let unknown = sql::due_reconciliations(&self.db, now, want).await?;
         let settling = sql::due_settlements(&self.db, now, want).await?;
         let mut started = 0;
@@ -292,7 +311,11 @@ pub(crate) async fn run(
         .poll_interval
         .min(config.reconcile_delay)
         .max(Duration::from_millis(10));
-    let mut lookups = Lookups::new(config.reconcile_concurrency, stats.clone());
+    let mut lookups = Lookups::new(
+        config.reconcile_concurrency,
+        config.reconcile_delay,
+        stats.clone(),
+    );
     let reconciler = Reconciler {
         db,
         config: Arc::new(config),
@@ -331,7 +354,11 @@ pub async fn reconcile_due(
     registry: &Registry,
 ) -> Result<usize, JobError> {
     let stats = ReconcileStats::default();
-    let mut lookups = Lookups::new(config.reconcile_concurrency, stats.clone());
+    let mut lookups = Lookups::new(
+        config.reconcile_concurrency,
+        config.reconcile_delay,
+        stats.clone(),
+    );
     let reconciler = Reconciler {
         db: db.clone(),
         config: Arc::new(config.clone()),
@@ -451,4 +478,104 @@ async fn hand_over(db: &Db, w: &RefundWork, now: i64) -> Result<(), JobError> {
     tx.commit().await?;
     tracing::warn!(refund = %w.id, "reconciliation gave up; handed to a person");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A lookup that errors and one that panics end only themselves: the others finish,
+    /// each failure is counted once, and nothing stays counted as in flight.
+    #[tokio::test]
+    async fn a_failing_or_panicking_lookup_ends_only_itself() {
+        let stats = ReconcileStats::default();
+        let mut lookups = Lookups::new(8, Duration::from_secs(60), stats.clone());
+        let (release, released) = watch::channel(false);
+        for n in 0..4 {
+            let mut released = released.clone();
+            assert!(lookups.start(&format!("ok-{n}"), async move {
+                let _ = released.wait_for(|r| *r).await;
+                Ok(true)
+            }));
+        }
+        assert!(lookups.start("errs", async {
+            Err(JobError::Failed("the database went away".into()))
+        }));
+        assert!(lookups.start("panics", async {
+            panic!("a bug in one lookup");
+        }));
+        assert_eq!(stats.counts().in_flight, 6);
+        // The two failures end while the others are still waiting.
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            while stats.counts().failures < 2 {
+                lookups.join_next().await;
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the failures ended");
+        assert_eq!(lookups.len(), 4, "the other lookups still run");
+        assert_eq!(stats.counts().in_flight, 4);
+        release.send(true).unwrap();
+        let mut taken = 0;
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(t) = lookups.join_next().await {
+                taken += usize::from(t);
+            }
+        })
+        .await
+        .expect("the other lookups finished");
+        assert_eq!(taken, 4);
+        let counts = stats.counts();
+        assert_eq!((counts.failures, counts.in_flight), (2, 0), "{counts:?}");
+        assert!(lookups.refunds.is_empty());
+        // The two that failed rest; the others may run again at once.
+        assert!(!lookups.start("errs", async { Ok(true) }));
+        assert!(!lookups.start("panics", async { Ok(true) }));
+        assert!(lookups.start("ok-0", async { Ok(true) }));
+        assert_eq!(lookups.skipped(), 3);
+    }
+
+    /// A failed refund's rest ends: then it is tried again.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_lookup_rests_then_runs_again() {
+        let stats = ReconcileStats::default();
+        let mut lookups = Lookups::new(4, Duration::from_millis(500), stats.clone());
+        assert!(lookups.start("a", async { Err(JobError::Failed("no".into())) }));
+        assert_eq!(lookups.join_next().await, Some(true));
+        assert!(!lookups.start("a", async { Ok(true) }), "resting");
+        tokio::time::sleep(Duration::from_millis(499)).await;
+        assert!(!lookups.start("a", async { Ok(true) }), "still resting");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(lookups.skipped(), 0);
+        assert!(lookups.start("a", async { Ok(true) }), "rested");
+    }
+
+    /// No more than the limit at once, and never one refund twice at once.
+    #[tokio::test]
+    async fn bounded_and_one_lookup_per_refund() {
+        let mut lookups = Lookups::new(2, Duration::from_secs(60), ReconcileStats::default());
+        let (release, released) = watch::channel(false);
+        let wait = |mut r: watch::Receiver<bool>| async move {
+            let _ = r.wait_for(|v| *v).await;
+            Ok(true)
+        };
+        assert!(lookups.start("a", wait(released.clone())));
+        assert!(
+            !lookups.start("a", wait(released.clone())),
+            "a is in flight already"
+        );
+        assert!(lookups.start("b", wait(released.clone())));
+        assert_eq!(lookups.free(), 0);
+        assert!(!lookups.start("c", wait(released.clone())), "full");
+        release.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while lookups.join_next().await.is_some() {}
+        })
+        .await
+        .expect("both finished");
+        assert_eq!(lookups.free(), 2);
+        assert!(lookups.start("a", wait(released.clone())), "a may run again");
+    }
 }
