@@ -45,6 +45,9 @@ async fn counts_by_state_after_real_flows(backend: Backend) {
         "refunds_refunds",
         "refunds_refunds_awaiting_provider",
         "refunds_sqlite_commits_total",
+        "refunds_reconcile_lookups_in_flight",
+        "refunds_reconcile_lookups_total",
+        "refunds_reconcile_failures_total",
     ] {
         assert!(text.contains(&format!("# TYPE {family} ")), "{text}");
     }
