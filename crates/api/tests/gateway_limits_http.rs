@@ -74,7 +74,9 @@ async fn limits_out_of_range_are_refused(backend: Backend) {
         ] {
             let before = app.scalar("SELECT COUNT(*) FROM payment_gateways").await;
             let body = gateway(field, bad.clone());
-            let (status, answer) = app.post(&format!("{V}/sobjects/PaymentGateway"), &body).await;
+            let (status, answer) = app
+                .post(&format!("{V}/sobjects/PaymentGateway"), &body)
+                .await;
             assert_plain_error(
                 status,
                 &answer,

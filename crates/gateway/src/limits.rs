@@ -252,7 +252,9 @@ mod tests {
             .expect("limited");
         assert!(!Arc::ptr_eq(&a, &changed));
         assert_eq!(changed.permits_free(), Some(3));
-        assert!(registry.limiter(&config("gw-a", limits(None, None))).is_none());
+        assert!(registry
+            .limiter(&config("gw-a", limits(None, None)))
+            .is_none());
         assert!(registry.provider(&config("gw-a", two)).is_ok());
     }
 

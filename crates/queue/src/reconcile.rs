@@ -152,6 +152,7 @@ impl Lookups {
         self.tasks.len() + self.resting.len()
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.tasks.len()
     }
@@ -190,12 +191,10 @@ impl Lookups {
     }
 
     /// Collects the lookups that have ended, without waiting.
-    fn reap(&mut self) -> usize {
-        let mut taken = 0;
+    fn reap(&mut self) {
         while let Some(joined) = self.tasks.try_join_next_with_id() {
-            taken += usize::from(self.ended(joined));
+            self.ended(joined);
         }
-        taken
     }
 
     fn ended(
@@ -277,10 +276,9 @@ impl Reconciler {
         if !take(db, config, &w, now).await? {
             return Ok(false);
         }
-        let provider = self
-            .registry
-            .provider(&gateway_config(&w))
-            .map_err(|e| JobError::Failed(format!("cannot look the refund up: no provider: {e}")))?;
+        let provider = self.registry.provider(&gateway_config(&w)).map_err(|e| {
+            JobError::Failed(format!("cannot look the refund up: no provider: {e}"))
+        })?;
         let provider = Counted {
             inner: provider,
             stats: self.stats.clone(),
@@ -576,6 +574,9 @@ mod tests {
         .await
         .expect("both finished");
         assert_eq!(lookups.free(), 2);
-        assert!(lookups.start("a", wait(released.clone())), "a may run again");
+        assert!(
+            lookups.start("a", wait(released.clone())),
+            "a may run again"
+        );
     }
 }

@@ -158,7 +158,12 @@ impl StandIn {
 }
 
 /// A Stripe gateway at the stand-in, patient enough that a held lookup never times out.
-async fn gateway(app: &TestApp, stand_in: &StandIn, env: &str, limits: serde_json::Value) -> String {
+async fn gateway(
+    app: &TestApp,
+    stand_in: &StandIn,
+    env: &str,
+    limits: serde_json::Value,
+) -> String {
     std::env::set_var(env, format!("sk_test_{:016x}", rand::random::<u64>()));
     let mut body = json!({"PaymentGatewayName": "Stripe (stand-in)", "ProviderType": "Stripe",
                           "BaseUrl": stand_in.base_url, "MerchantCredentialEnv": env, "TimeoutMs": 60000});
@@ -207,7 +212,10 @@ async fn wait_processed(app: &TestApp, ops: &[(Order, String)]) {
         if statuses.len() == ops.len() && statuses.iter().all(|s| s == "Processed") {
             return;
         }
-        assert!(started.elapsed() < PATIENCE, "not all processed: {statuses:?}");
+        assert!(
+            started.elapsed() < PATIENCE,
+            "not all processed: {statuses:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -267,7 +275,10 @@ async fn lookups_run_concurrently_up_to_the_limit(backend: Backend) {
     stand_in.wait_held(3).await;
     assert_eq!(app.runner.reconcile_stats().counts().in_flight, 3);
     let metrics = scrape(&app).await;
-    assert_eq!(metrics["refunds_reconcile_lookups_in_flight"], 3.0, "{metrics:?}");
+    assert_eq!(
+        metrics["refunds_reconcile_lookups_in_flight"], 3.0,
+        "{metrics:?}"
+    );
     // The other three are due too (every 30 ms); the bound keeps them out. (Absence can
     // only be shown by waiting: several passes' worth.)
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -280,8 +291,15 @@ async fn lookups_run_concurrently_up_to_the_limit(backend: Backend) {
         3,
         "never more than three lookups at once"
     );
-    assert_eq!(stand_in.count("POST /v1/refunds"), 6, "no refund was sent again");
-    assert_eq!(stand_in.sim.simulator.settled().await.unwrap(), (6, 6 * 1096));
+    assert_eq!(
+        stand_in.count("POST /v1/refunds"),
+        6,
+        "no refund was sent again"
+    );
+    assert_eq!(
+        stand_in.sim.simulator.settled().await.unwrap(),
+        (6, 6 * 1096)
+    );
 
     stop.send_replace(true);
     tokio::time::timeout(PATIENCE, runner)
@@ -291,7 +309,10 @@ async fn lookups_run_concurrently_up_to_the_limit(backend: Backend) {
     let metrics = scrape(&app).await;
     for (name, want) in [
         (r#"refunds_reconcile_lookups_total{result="found"}"#, 6.0),
-        (r#"refunds_reconcile_lookups_total{result="not_found"}"#, 0.0),
+        (
+            r#"refunds_reconcile_lookups_total{result="not_found"}"#,
+            0.0,
+        ),
         (r#"refunds_reconcile_lookups_total{result="unknown"}"#, 0.0),
         ("refunds_reconcile_failures_total", 0.0),
         ("refunds_reconcile_lookups_in_flight", 0.0),
@@ -336,7 +357,10 @@ async fn a_failing_lookup_does_not_stop_the_others(backend: Backend) {
     assert!(counts.failures >= 1, "{counts:?}");
     assert_eq!((counts.found, counts.in_flight), (3, 0), "{counts:?}");
     let metrics = scrape(&app).await;
-    assert!(metrics["refunds_reconcile_failures_total"] >= 1.0, "{metrics:?}");
+    assert!(
+        metrics["refunds_reconcile_failures_total"] >= 1.0,
+        "{metrics:?}"
+    );
 }
 
 /// SQL that makes every UPDATE of one refund fail.
@@ -372,7 +396,10 @@ async fn shutdown_waits_for_the_lookups_in_flight(backend: Backend) {
 
     stop.send_replace(true);
     let early = tokio::time::timeout(Duration::from_millis(300), &mut runner).await;
-    assert!(early.is_err(), "the runner returned with a lookup in flight");
+    assert!(
+        early.is_err(),
+        "the runner returned with a lookup in flight"
+    );
     assert_eq!(refund_statuses(&app, &ops).await, ["Draft"]);
 
     stand_in.release();
@@ -460,7 +487,10 @@ async fn a_rate_limit_spaces_the_calls(backend: Backend) {
     assert_eq!(refund_statuses(&app, &ops).await, vec!["Processed"; 10]);
     assert_eq!(stand_in.count("POST /v1/refunds"), 10);
     let span = stand_in.span();
-    assert!(span >= Duration::from_millis(1700), "ten calls within {span:?}");
+    assert!(
+        span >= Duration::from_millis(1700),
+        "ten calls within {span:?}"
+    );
     assert!(started.elapsed() >= span);
 }
 
