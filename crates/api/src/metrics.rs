@@ -1,6 +1,7 @@
 //! `GET /metrics` in Prometheus' text format, on its own listener (`--metrics-listen`), so
 //! it can stay on an internal network without a token: counts of operations and refunds
-//! by state, open process exceptions, the queue's lag, and SQLite's group commits.
+//! by state, open process exceptions, the queue's lag, and SQLite's group commits (from the
+//! database), and what this process's reconciler has done (its own counters).
 
 use std::fmt::Write as _;
 
@@ -9,21 +10,31 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use refunds_queue::{ReconcileCounts, ReconcileStats};
 use refunds_store::{now_ms, stats, Db};
 
-/// The router of the metrics listener.
-pub fn router(db: Db) -> Router {
-    Router::new().route("/metrics", get(metrics)).with_state(db)
+#[derive(Clone)]
+struct Sources {
+    db: Db,
+    reconciler: ReconcileStats,
 }
 
-async fn metrics(State(db): State<Db>) -> Response {
+/// The router of the metrics listener: `reconciler` is the process's runner's
+/// (`Runner::reconcile_stats`).
+pub fn router(db: Db, reconciler: ReconcileStats) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(Sources { db, reconciler })
+}
+
+async fn metrics(State(Sources { db, reconciler }): State<Sources>) -> Response {
     match stats::snapshot(&db, now_ms()).await {
         Ok(snapshot) => (
             [(
                 header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
-            render(&snapshot, db.group_commits()),
+            render(&snapshot, db.group_commits(), reconciler.counts()),
         )
             .into_response(),
         Err(e) => {
@@ -71,7 +82,11 @@ fn labelled<'a>(
         .collect()
 }
 
-pub fn render(s: &stats::Snapshot, groups: refunds_store::GroupCommits) -> String {
+pub fn render(
+    s: &stats::Snapshot,
+    groups: refunds_store::GroupCommits,
+    reconciler: ReconcileCounts,
+) -> String {
     let mut out = String::new();
     family(
         &mut out,
@@ -121,6 +136,31 @@ pub fn render(s: &stats::Snapshot, groups: refunds_store::GroupCommits) -> Strin
         "counter",
         "Transactions those COMMITs made durable (several share one with group commit).",
         &[(None, to_i64(groups.members))],
+    );
+    family(
+        &mut out,
+        "refunds_reconcile_lookups_in_flight",
+        "gauge",
+        "Reconciliation lookups this process is running now.",
+        &[(None, to_i64(reconciler.in_flight))],
+    );
+    family(
+        &mut out,
+        "refunds_reconcile_lookups_total",
+        "counter",
+        "Provider lookups by this process's reconciler, by what they answered: found, not_found (never received), unknown (the lookup failed).",
+        &[
+            (Some(("result", "found")), to_i64(reconciler.found)),
+            (Some(("result", "not_found")), to_i64(reconciler.not_found)),
+            (Some(("result", "unknown")), to_i64(reconciler.unknown)),
+        ],
+    );
+    family(
+        &mut out,
+        "refunds_reconcile_failures_total",
+        "counter",
+        "Reconciliation lookups of this process that ended in an internal error or a panic.",
+        &[(None, to_i64(reconciler.failures))],
     );
     out
 }

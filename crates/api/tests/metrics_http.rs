@@ -9,7 +9,7 @@ use tower::ServiceExt;
 
 /// The metrics text, and the value of each sample line by its name and labels.
 async fn scrape(app: &TestApp) -> (String, std::collections::HashMap<String, f64>) {
-    let response = refunds_api::metrics::router(app.db.clone())
+    let response = refunds_api::metrics::router(app.db.clone(), app.runner.reconcile_stats())
         .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
         .await
         .unwrap();
@@ -55,6 +55,9 @@ async fn counts_by_state_after_real_flows(backend: Backend) {
         "refunds_refunds",
         "refunds_refunds_awaiting_provider",
         "refunds_sqlite_commits_total",
+        "refunds_reconcile_lookups_in_flight",
+        "refunds_reconcile_lookups_total",
+        "refunds_reconcile_failures_total",
     ] {
         assert!(text.contains(&format!("# TYPE {family} ")), "{text}");
     }

@@ -102,6 +102,8 @@ const PAYMENT_GATEWAY: &[&str] = &[
     "TimeoutMs",
     "ConnectTimeoutMs",
     "ResultCodeMapping",
+    "MaxConcurrentRequests",
+    "MaxRequestsPerSecond",
     "CreatedDate",
     "LastModifiedDate",
 ];

@@ -1,5 +1,6 @@
 //! Payment providers: the [`Provider`] trait every adapter implements, the outcome it
-//! answers with, and the [`Registry`] that picks an adapter for a PaymentGateway record.
+//! answers with, and the [`Registry`] that picks an adapter for a PaymentGateway record and
+//! holds each gateway's call limits ([`limits`]).
 //!
 //! An adapter only builds requests and maps answers; it never touches the database and
 //! never decides what to refund. Whatever it puts in an [`Outcome`]'s raw request and
@@ -11,6 +12,7 @@
 pub mod adyen;
 pub mod hosts;
 mod http;
+pub mod limits;
 pub mod redact;
 mod simulator;
 pub mod stripe;
@@ -24,6 +26,7 @@ use refunds_domain::SfResultCode;
 
 pub use hosts::{HostError, HostPolicy, DEFAULT_GATEWAY_HOSTS};
 pub use http::{is_secret_env_name, secret_from_env, SecretError, SECRET_ENV_PREFIX};
+pub use limits::GatewayLimits;
 pub use simulator::{Simulator, SimulatorConfig};
 
 /// One refund asked of a provider.
@@ -131,6 +134,9 @@ pub struct GatewayConfig {
     /// JSON object from provider result codes to Salesforce result codes, applied on top
     /// of the adapter's own mapping.
     pub result_code_mapping: Option<String>,
+    /// The PaymentGateway's id: adapters of one gateway share its [`limits`].
+    pub gateway_id: Option<String>,
+    pub limits: GatewayLimits,
 }
 
 /// Default HTTP timeouts of provider calls.
@@ -214,12 +220,14 @@ pub fn rule_violations(
 }
 
 /// Hands out adapters by PaymentGateway `ProviderType`; shares one pooled HTTP client per
-/// connect timeout, each resolving names through the host policy.
+/// connect timeout, each resolving names through the host policy, and one
+/// [`limits::Limiter`] per gateway id.
 #[derive(Clone)]
 pub struct Registry {
     simulator: Arc<Simulator>,
     hosts: Arc<HostPolicy>,
     clients: Arc<Mutex<HashMap<Duration, reqwest::Client>>>,
+    limiters: Arc<Mutex<HashMap<String, Arc<limits::Limiter>>>>,
 }
 
 impl Registry {
@@ -235,6 +243,7 @@ impl Registry {
                 DEFAULT_CONNECT_TIMEOUT,
                 default,
             )]))),
+            limiters: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -275,11 +284,33 @@ impl Registry {
             "Adyen" => Arc::new(adyen::Adyen::new(self.client(connect)?, config)),
             other => return Err(ConfigError::UnsupportedProvider(other.to_string())),
         };
+        let inner: Arc<dyn Provider> = match self.limiter(config) {
+            Some(limiter) => Arc::new(limits::Limited { inner, limiter }),
+            None => inner,
+        };
         if mapping.is_empty() {
             Ok(inner)
         } else {
             Ok(Arc::new(Remapped { inner, mapping }))
         }
+    }
+
+    /// The limiter of the config's gateway, shared by every adapter handed out for that
+    /// gateway id (`None` when it sets no limit). A gateway whose limits changed gets a new
+    /// limiter; calls admitted under the old one finish under it.
+    pub fn limiter(&self, config: &GatewayConfig) -> Option<Arc<limits::Limiter>> {
+        let key = config.gateway_id.clone().unwrap_or_default();
+        let mut limiters = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        if config.limits.is_unlimited() {
+            limiters.remove(&key);
+            return None;
+        }
+        let wanted = Arc::new(limits::Limiter::new(config.limits));
+        let limiter = limiters.entry(key).or_insert_with(|| wanted.clone());
+        if limiter.limits() != wanted.limits() {
+            *limiter = wanted;
+        }
+        Some(limiter.clone())
     }
 
     /// The built-in simulator (tests inspect its ledger).

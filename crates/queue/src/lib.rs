@@ -29,7 +29,7 @@ use refunds_store::ops::{self, Claimed, NewOperation};
 use refunds_store::{Backend, Db, StoreError, Tx};
 use serde::{Deserialize, Serialize};
 
-pub use reconcile::reconcile_due;
+pub use reconcile::{reconcile_due, ReconcileCounts, ReconcileStats};
 pub use refund_job::EnsureRefundsJob;
 pub use runner::{Runner, MAX_RESCUES};
 pub use settle::{
@@ -61,6 +61,8 @@ pub struct QueueConfig {
     pub reconcile_delay: Duration,
     pub reconcile_max_delay: Duration,
     pub reconcile_give_up: Duration,
+    /// Reconciliation lookups one process has in flight at once.
+    pub reconcile_concurrency: usize,
     pub allocation_rule: AllocationRule,
 }
 
@@ -77,6 +79,7 @@ impl Default for QueueConfig {
             reconcile_delay: Duration::from_millis(5000),
             reconcile_max_delay: Duration::from_secs(3600),
             reconcile_give_up: Duration::from_secs(24 * 3600),
+            reconcile_concurrency: 32,
             allocation_rule: AllocationRule::default(),
         }
     }

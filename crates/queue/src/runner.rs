@@ -23,6 +23,7 @@ pub struct Runner {
     jobs: Arc<HashMap<&'static str, Arc<dyn Job>>>,
     worker_id: String,
     registry: refunds_gateway::Registry,
+    reconcile_stats: reconcile::ReconcileStats,
 }
 
 impl Runner {
@@ -38,6 +39,7 @@ impl Runner {
             jobs: Arc::new(HashMap::new()),
             worker_id,
             registry,
+            reconcile_stats: reconcile::ReconcileStats::default(),
         };
         let refund_job =
             crate::EnsureRefundsJob::new(runner.config.clone(), runner.registry.clone());
@@ -54,6 +56,11 @@ impl Runner {
 
     pub fn worker_id(&self) -> &str {
         &self.worker_id
+    }
+
+    /// What this runner's reconciler has done (shared with every clone), for `/metrics`.
+    pub fn reconcile_stats(&self) -> reconcile::ReconcileStats {
+        self.reconcile_stats.clone()
     }
 
     /// Claims what is runnable now (up to the free capacity) and runs it to the end.
@@ -83,15 +90,18 @@ impl Runner {
     }
 
     /// Runs until `shutdown` turns true: operations up to `concurrency` at once, plus the
-    /// reconciliation of unknown refund outcomes. Work in flight finishes before it returns.
+    /// reconciliation of unknown refund outcomes (a task of its own, up to
+    /// `reconcile_concurrency` lookups at once). Work in flight, lookups included, finishes
+    /// before it returns.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         if self.db.backend() == Backend::Postgres {
             tokio::spawn(forward_notifications(self.db.clone(), shutdown.clone()));
         }
-        tokio::spawn(reconcile::run(
+        let reconciler = tokio::spawn(reconcile::run(
             self.db.clone(),
             self.config.clone(),
             self.registry.clone(),
+            self.reconcile_stats.clone(),
             shutdown.clone(),
         ));
         let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
@@ -134,6 +144,9 @@ impl Runner {
             }
         }
         while running.join_next().await.is_some() {}
+        if let Err(e) = reconciler.await {
+            tracing::error!(error = %e, "the reconciler stopped unexpectedly");
+        }
     }
 
     /// Sleep until the next known due time, but never longer than the poll interval.

@@ -5,7 +5,7 @@
 use refunds_domain::{
     Currency, InteractionStatus, Money, ObjectType, RefundStatus, SfId, SfResultCode,
 };
-use refunds_gateway::{GatewayConfig, Outcome, Provider, RefundRequest};
+use refunds_gateway::{GatewayConfig, GatewayLimits, Outcome, Provider, RefundRequest};
 use refunds_store::ops::{self, Claimed};
 use refunds_store::refunds::{
     self as sql, NewLog, NewProcessException, ProviderAnswer, RefundWork, Settlement,
@@ -62,6 +62,15 @@ pub(crate) fn gateway_config(w: &RefundWork) -> GatewayConfig {
         timeout: millis(w.timeout_ms),
         connect_timeout: millis(w.connect_timeout_ms),
         result_code_mapping: w.result_code_mapping.clone(),
+        gateway_id: Some(w.gateway_id.as_str().to_string()),
+        limits: GatewayLimits {
+            max_concurrent_requests: w
+                .max_concurrent_requests
+                .and_then(|n| u32::try_from(n).ok()),
+            max_requests_per_second: w
+                .max_requests_per_second
+                .and_then(|n| u32::try_from(n).ok()),
+        },
     }
 }
 

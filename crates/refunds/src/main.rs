@@ -177,6 +177,9 @@ struct Common {
     /// First lookup of a refund whose outcome is unknown.
     #[arg(long, env = "REFUNDS_RECONCILE_DELAY_MS", default_value_t = 5_000)]
     reconcile_delay_ms: u64,
+    /// Reconciliation lookups this process has in flight at once.
+    #[arg(long, env = "REFUNDS_RECONCILE_CONCURRENCY", default_value_t = 32)]
+    reconcile_concurrency: usize,
     /// When to stop looking up an unknown refund and raise a process exception.
     #[arg(
         long,
@@ -210,6 +213,10 @@ impl Common {
         let allocation: AllocationRule = self.allocation.parse().map_err(anyhow::Error::msg)?;
         anyhow::ensure!(self.workers > 0, "--workers must be at least 1");
         anyhow::ensure!(self.lease_ms >= 100, "--lease-ms must be at least 100");
+        anyhow::ensure!(
+            self.reconcile_concurrency > 0,
+            "--reconcile-concurrency must be at least 1"
+        );
         Ok(QueueConfig {
             concurrency: self.workers,
             lease: Duration::from_millis(self.lease_ms),
@@ -219,13 +226,19 @@ impl Common {
             provider_backoff: Duration::from_millis(self.provider_backoff_ms),
             reconcile_delay: Duration::from_millis(self.reconcile_delay_ms),
             reconcile_give_up: Duration::from_millis(self.reconcile_give_up_ms),
+            reconcile_concurrency: self.reconcile_concurrency,
             allocation_rule: allocation,
             ..QueueConfig::default()
         })
     }
 
     /// Starts the metrics listener if one was asked for; it stops with `shutdown`.
-    async fn serve_metrics(&self, db: &Db, shutdown: &watch::Receiver<bool>) -> anyhow::Result<()> {
+    async fn serve_metrics(
+        &self,
+        db: &Db,
+        runner: &Runner,
+        shutdown: &watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
         let Some(addr) = self.metrics_listen else {
             return Ok(());
         };
@@ -234,7 +247,7 @@ impl Common {
             .with_context(|| format!("cannot listen on {addr} for metrics"))?;
         tracing::info!(address = %listener.local_addr()?, "metrics at /metrics");
         let mut stop = shutdown.clone();
-        let app = refunds_api::metrics::router(db.clone());
+        let app = refunds_api::metrics::router(db.clone(), runner.reconcile_stats());
         tokio::spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
@@ -359,8 +372,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker { common } => {
             let db = common.database.open().await?;
             let shutdown = shutdown_signal();
-            common.serve_metrics(&db, &shutdown).await?;
-            let runner = Runner::new(db, common.queue_config()?, common.registry()?);
+            let runner = Runner::new(db.clone(), common.queue_config()?, common.registry()?);
+            common.serve_metrics(&db, &runner, &shutdown).await?;
             tracing::info!(worker = runner.worker_id(), "worker started");
             runner.run(shutdown).await;
         }
@@ -384,7 +397,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let db = common.database.open().await?;
             let queue = common.queue_config()?;
             let shutdown = shutdown_signal();
-            common.serve_metrics(&db, &shutdown).await?;
             let registry = common.registry()?;
             // Gateways written before the security rules (or under a longer host list)
             // keep existing; name each one that breaks them.
@@ -393,6 +405,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("cannot check the payment gateways")?;
             refunds_api::security::warn(&violations);
             let runner = Runner::new(db.clone(), queue.clone(), registry);
+            common.serve_metrics(&db, &runner, &shutdown).await?;
             let workers = tokio::spawn(runner.run(shutdown.clone()));
             let listener = tokio::net::TcpListener::bind(listen)
                 .await

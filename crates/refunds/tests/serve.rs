@@ -464,7 +464,8 @@ async fn rustforce_drives_the_whole_flow() {
     }
 }
 
-/// `--metrics-listen` serves Prometheus text on its own port, and only there.
+/// `--metrics-listen` serves Prometheus text on its own port, and only there, with the
+/// reconciler's counters of the serving process (here allowed its smallest concurrency, 1).
 #[tokio::test]
 async fn metrics_are_served_on_their_own_listener() {
     let dir = tempfile::tempdir().unwrap();
@@ -474,7 +475,7 @@ async fn metrics_are_served_on_their_own_listener() {
     let server = common::spawn_serve(
         &dir.path().join("refunds.db"),
         "http://127.0.0.1",
-        &["--metrics-listen", &addr],
+        &["--metrics-listen", &addr, "--reconcile-concurrency", "1"],
         &[],
         &http,
     )
@@ -487,10 +488,32 @@ async fn metrics_are_served_on_their_own_listener() {
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().await.unwrap();
     assert!(text.contains("refunds_process_exceptions_open 0"), "{text}");
+    assert!(
+        text.contains("refunds_reconcile_lookups_in_flight 0"),
+        "{text}"
+    );
     let on_api = http
         .get(format!("{}/metrics", server.base))
         .send()
         .await
         .unwrap();
     assert_eq!(on_api.status(), 404, "not on the API's port");
+}
+
+/// `--reconcile-concurrency 0` is refused at start-up, with the reason.
+#[test]
+fn a_reconcile_concurrency_of_zero_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_refunds"))
+        .args(["worker", "--reconcile-concurrency", "0", "--database-url"])
+        .arg(common::database_url(&dir.path().join("refunds.db")))
+        .env("REFUNDS_LOG", "warn")
+        .output()
+        .expect("run refunds worker");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--reconcile-concurrency must be at least 1"),
+        "{stderr}"
+    );
 }

@@ -32,6 +32,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "rescues", include_str!("../migrations/0004_rescues.sql")),
     (5, "roles", include_str!("../migrations/0005_roles.sql")),
     (7, "status_checks", PER_BACKEND),
+    (
+        9,
+        "gateway_limits",
+        include_str!("../migrations/0009_gateway_limits.sql"),
+    ),
 ];
 
 /// The SQL of a migration listed in [`MIGRATIONS`] as `PER_BACKEND` is written once per

@@ -338,6 +338,9 @@ pub struct RefundWork {
     pub result_code_mapping: Option<String>,
     pub webhook_hmac_key_env: Option<String>,
     pub reconcile_state: ReconcileState,
+    /// The gateway's limits on provider calls (`None`: no limit).
+    pub max_concurrent_requests: Option<i64>,
+    pub max_requests_per_second: Option<i64>,
 }
 
 impl RefundWork {
@@ -356,7 +359,7 @@ const WORK_SELECT: &str = "SELECT r.id, r.background_operation_id, r.leg, s.orde
     r.payment_id, r.payment_gateway_id, r.amount, r.credit_memo_id, r.credit_memo_amount, r.status, r.currency_iso_code, \
     r.attempts, r.lookups, r.reconcile_since, p.gateway_ref_number, g.provider_type, g.status, g.base_url, \
     g.merchant_credential_env, g.merchant_account, g.timeout_ms, g.connect_timeout_ms, g.result_code_mapping, \
-    g.webhook_hmac_key_env, r.reconcile_state \
+    g.webhook_hmac_key_env, r.reconcile_state, g.max_concurrent_requests, g.max_requests_per_second \
     FROM refunds r JOIN order_payment_summaries s ON s.id = r.order_payment_summary_id \
     JOIN payments p ON p.id = r.payment_id JOIN payment_gateways g ON g.id = r.payment_gateway_id";
 
@@ -420,6 +423,8 @@ fn work_from_row(r: &AnyRow) -> Result<RefundWork> {
             .try_get::<String, _>(25)?
             .parse()
             .map_err(|e| corrupt("reconcile state", &e))?,
+        max_concurrent_requests: r.try_get(26)?,
+        max_requests_per_second: r.try_get(27)?,
     })
 }
 

@@ -170,6 +170,18 @@ static PAYMENT_GATEWAY: ObjectDef = ObjectDef {
             Text,
             Optional(None),
         ),
+        f(
+            "MaxConcurrentRequests",
+            "max_concurrent_requests",
+            Int,
+            Optional(None),
+        ),
+        f(
+            "MaxRequestsPerSecond",
+            "max_requests_per_second",
+            Int,
+            Optional(None),
+        ),
         CREATED,
         MODIFIED,
     ],
