@@ -566,6 +566,54 @@ mod tests {
         }
     }
 
+    /// The deepest nesting of parentheses in `sql`.
+    fn paren_depth(sql: &str) -> usize {
+        let (mut depth, mut deepest) = (0usize, 0usize);
+        for c in sql.chars() {
+            match c {
+                '(' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                ')' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        deepest
+    }
+
+    #[test]
+    fn long_chains_nest_logarithmically_and_in_lists_stay_flat() {
+        let chain: Vec<Filter> = (0..500)
+            .map(|i| text(refund("Status"), Op::Eq, &format!("s{i}")))
+            .collect();
+        for filter in [Filter::Or(chain.clone()), Filter::And(chain)] {
+            let compiled = compile(&query(filter), Backend::Sqlite, 10, 0).expect("compiles");
+            // ⌈log2(500)⌉ = 9 levels of pairs, plus the SELECT's own parentheses
+            assert!(paren_depth(&compiled.sql) <= 14, "{}", compiled.sql);
+            assert_eq!(compiled.binds.len(), 502);
+        }
+        let values: Vec<Literal> = (0..1000).map(|i| Literal::Text(format!("v{i}"))).collect();
+        let listed = refund("Status").one_of(values).expect("comparable");
+        let compiled = compile(&query(listed), Backend::Postgres, 10, 0).expect("compiles");
+        assert_eq!(compiled.sql.matches(" IN (").count(), 1, "{}", compiled.sql);
+        assert!(paren_depth(&compiled.sql) <= 5, "{}", compiled.sql);
+        assert_eq!(compiled.binds.len(), 1002);
+        // Money: one list per currency exponent, each of the values exact there.
+        let amounts: Vec<Literal> = ["1.5", "2", "0.001"]
+            .iter()
+            .map(|n| Literal::Number(Number::parse(n).expect("number")))
+            .collect();
+        let listed = refund("Amount").one_of(amounts).expect("comparable");
+        let compiled = compile(&query(listed), Backend::Sqlite, 10, 0).expect("compiles");
+        assert!(compiled.binds.contains(&Bind::Int(150)), "USD cents");
+        assert!(compiled.binds.contains(&Bind::Int(2)), "JPY yen");
+        assert!(
+            !compiled.binds.contains(&Bind::Int(15)),
+            "1.5 is no whole yen"
+        );
+    }
+
     #[test]
     fn ids_are_stored_as_18_chars_and_invalid_ids_do_not_compile() {
         let id = SfId::generate(ObjectType::OrderPaymentSummary).into_string();
