@@ -126,9 +126,13 @@ pub(crate) fn record_exchange(
     text: &str,
     secret: &str,
 ) {
+    use crate::redact::{truncate_to, MAX_LOGGED_BODY};
     outcome.raw_request = Some(raw_request);
-    outcome.raw_response = Some(format!("HTTP {status}\n{}", redact(text, Some(secret))));
+    outcome.raw_response = None;
     redact_outcome(outcome, Some(secret));
+    // The body alone, so an answer that is JSON is redacted as JSON.
+    let response = format!("HTTP {status}\n{}", redact(text, Some(secret)));
+    outcome.raw_response = Some(truncate_to(&storable(&response), MAX_LOGGED_BODY));
 }
 
 /// Removes a secret, in every encoding [`crate::redact`] knows, from text bound for a log

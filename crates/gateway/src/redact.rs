@@ -21,6 +21,7 @@
 //! [`MAX_LOGGED_TEXT`].
 
 use base64::Engine;
+use memchr::memmem::Finder;
 
 /// What replaces every occurrence of a secret.
 pub const REDACTED: &str = "[REDACTED]";
@@ -45,7 +46,10 @@ pub fn redact(text: &str, secret: Option<&str>) -> String {
     let Some(secret) = secret.filter(|s| s.len() >= MIN_SECRET_LEN) else {
         return text.to_string();
     };
-    let patterns = patterns(secret);
+    let patterns: Vec<Finder<'static>> = patterns(secret)
+        .iter()
+        .map(|p| Finder::new(p).into_owned())
+        .collect();
     if let Ok(mut value) = serde_json::from_str::<serde_json::Value>(text) {
         if redact_json(&mut value, &patterns) {
             return redact_spans(&value.to_string(), &patterns);
@@ -94,7 +98,7 @@ pub fn base64_cores(secret: &[u8]) -> Vec<String> {
 }
 
 /// Redacts every string and key of a JSON document in place; true if anything changed.
-fn redact_json(value: &mut serde_json::Value, patterns: &[Vec<u8>]) -> bool {
+fn redact_json(value: &mut serde_json::Value, patterns: &[Finder<'static>]) -> bool {
     use serde_json::Value;
     match value {
         Value::String(s) => {
@@ -122,10 +126,22 @@ fn redact_json(value: &mut serde_json::Value, patterns: &[Vec<u8>]) -> bool {
 }
 
 /// One byte of the decoded view and the span of the original text it came from.
-struct Decoded {
-    byte: u8,
-    start: usize,
-    end: usize,
+/// The decoded bytes and, for each, where its escape starts in the original and how long
+/// the escape is (kept apart, not as one struct per byte, to hold a large answer compactly).
+struct View {
+    bytes: Vec<u8>,
+    start: Vec<usize>,
+    len: Vec<u8>,
+}
+
+impl View {
+    /// The span of the original text that decoded bytes `first..=last` came from.
+    fn span(&self, first: usize, last: usize) -> (usize, usize) {
+        (
+            self.start[first],
+            self.start[last] + usize::from(self.len[last]),
+        )
+    }
 }
 
 fn hex_value(b: u8) -> Option<u32> {
@@ -152,9 +168,13 @@ enum Escapes {
 const VIEWS: [Escapes; 3] = [Escapes::All, Escapes::Json, Escapes::Percent];
 
 /// The text with its escapes undone, byte by byte, each byte knowing where it came from.
-fn decoded_view(text: &str, escapes: Escapes) -> Vec<Decoded> {
+fn decoded_view(text: &str, escapes: Escapes) -> View {
     let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
+    let mut out = View {
+        bytes: Vec::with_capacity(bytes.len()),
+        start: Vec::with_capacity(bytes.len()),
+        len: Vec::with_capacity(bytes.len()),
+    };
     let mut i = 0;
     while i < bytes.len() {
         let (unit, len) = match decode_at(bytes, i, escapes) {
@@ -170,11 +190,10 @@ fn decoded_view(text: &str, escapes: Escapes) -> Vec<Decoded> {
             Unit::Char(c) => c.encode_utf8(&mut buf).as_bytes(),
         };
         for &byte in decoded {
-            out.push(Decoded {
-                byte,
-                start: i,
-                end: i + len,
-            });
+            out.bytes.push(byte);
+            out.start.push(i);
+            // (an escape is at most 12 bytes long)
+            out.len.push(u8::try_from(len).unwrap_or(u8::MAX));
         }
         i += len;
     }
@@ -225,24 +244,24 @@ fn decode_at(bytes: &[u8], i: usize, escapes: Escapes) -> Option<(Unit, usize)> 
 
 /// Replaces, in `text`, the original span of every match of a pattern, in the text as it
 /// is and in its decoded view. Overlapping and touching matches become one marker.
-fn redact_spans(text: &str, patterns: &[Vec<u8>]) -> String {
+fn redact_spans(text: &str, finders: &[Finder<'static>]) -> String {
     let mut spans: Vec<(usize, usize)> = Vec::new();
-    let finders: Vec<_> = patterns
-        .iter()
-        .filter(|p| !p.is_empty())
-        .map(memchr::memmem::Finder::new)
-        .collect();
-    for finder in &finders {
+    for finder in finders {
         for at in finder.find_iter(text.as_bytes()) {
             spans.push((at, at + finder.needle().len()));
         }
     }
-    for escapes in VIEWS {
+    // Without an escape character every view is the text itself.
+    let views: &[Escapes] = if text.contains(['\\', '%']) {
+        &VIEWS
+    } else {
+        &[]
+    };
+    for &escapes in views {
         let view = decoded_view(text, escapes);
-        let decoded: Vec<u8> = view.iter().map(|d| d.byte).collect();
-        for finder in &finders {
-            for at in finder.find_iter(&decoded) {
-                spans.push((view[at].start, view[at + finder.needle().len() - 1].end));
+        for finder in finders {
+            for at in finder.find_iter(&view.bytes) {
+                spans.push(view.span(at, at + finder.needle().len() - 1));
             }
         }
     }
@@ -348,10 +367,7 @@ mod tests {
     /// What must not survive: the secret, and every core of its base64.
     fn leaks(text: &str, secret: &str) -> Vec<String> {
         let mut found = Vec::new();
-        let views: Vec<Vec<u8>> = VIEWS
-            .iter()
-            .map(|&e| decoded_view(text, e).iter().map(|d| d.byte).collect())
-            .collect();
+        let views: Vec<Vec<u8>> = VIEWS.iter().map(|&e| decoded_view(text, e).bytes).collect();
         for pattern in patterns(secret) {
             let finder = memchr::memmem::Finder::new(&pattern);
             if views.iter().any(|v| finder.find(v).is_some())

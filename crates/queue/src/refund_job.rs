@@ -240,9 +240,10 @@ impl EnsureRefundsJob {
                 SfResultCode::SystemError if attempt < self.config.provider_attempts => {
                     Then::LogOnly
                 }
-                SfResultCode::Indeterminate | SfResultCode::SystemError
-                    if outcome.code == SfResultCode::Indeterminate || sent_before =>
-                {
+                SfResultCode::Indeterminate => {
+                    Then::Reconcile(now_ms().saturating_add(ms(self.config.reconcile_delay)))
+                }
+                SfResultCode::SystemError if sent_before => {
                     Then::Reconcile(now_ms().saturating_add(ms(self.config.reconcile_delay)))
                 }
                 _ => settle_with(&*provider, self.config.reconcile_delay),
