@@ -3,7 +3,7 @@
 //! are stored and read back; anything else is 400 `FIELD_INTEGRITY_EXCEPTION` naming the
 //! field, and no gateway is written.
 
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use refunds_testkit::{backend_tests, Backend, TestApp, V};
 use serde_json::{json, Value};
 
@@ -24,14 +24,13 @@ async fn limits_are_stored_and_read_back(backend: Backend) {
     // Both edges of the range, and both fields together.
     for field in FIELDS {
         for n in [1, 600_000] {
-            let id = app.create("PaymentGateway", gateway(field, json!(n))).await;
+            let id = app.gateway(gateway(field, json!(n))).await;
             let record = app.record("PaymentGateway", &id).await;
             assert_eq!(record[field], n, "{record}");
         }
     }
     let id = app
-        .create(
-            "PaymentGateway",
+        .gateway(
             json!({"PaymentGatewayName": "Both", "ProviderType": "Simulator",
                    "MaxConcurrentRequests": 2, "MaxRequestsPerSecond": 5}),
         )
@@ -50,7 +49,7 @@ async fn limits_are_stored_and_read_back(backend: Backend) {
         json!({"PaymentGatewayName": "Free", "ProviderType": "Simulator"}),
         gateway("MaxConcurrentRequests", Value::Null),
     ] {
-        let id = app.create("PaymentGateway", body).await;
+        let id = app.gateway(body).await;
         let record = app.record("PaymentGateway", &id).await;
         for field in FIELDS {
             assert_eq!(record[field], Value::Null, "{record}");
@@ -75,7 +74,11 @@ async fn limits_out_of_range_are_refused(backend: Backend) {
             let before = app.scalar("SELECT COUNT(*) FROM payment_gateways").await;
             let body = gateway(field, bad.clone());
             let (status, answer) = app
-                .post(&format!("{V}/sobjects/PaymentGateway"), &body)
+                .call_as_admin(
+                    Method::POST,
+                    &format!("{V}/sobjects/PaymentGateway"),
+                    Some(&body.to_string()),
+                )
                 .await;
             assert_plain_error(
                 status,

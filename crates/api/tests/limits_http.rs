@@ -83,11 +83,8 @@ fn refused(answer: &Raw, mentions: &str) {
 }
 
 async fn gateway(app: &TestApp, name: &str) -> String {
-    app.create(
-        "PaymentGateway",
-        json!({"PaymentGatewayName": name, "ProviderType": "Simulator"}),
-    )
-    .await
+    app.gateway(json!({"PaymentGatewayName": name, "ProviderType": "Simulator"}))
+        .await
 }
 
 /// Conditions nested `depth` levels deep, alternating OR and AND so that each level is

@@ -9,7 +9,7 @@
 //! can only look up by replaying the key (Adyen) — hands the refund to a person with its
 //! money still reserved.
 
-use refunds_domain::{ObjectType, SfId, SfResultCode};
+use refunds_domain::{ObjectType, ReconcileState, SfId, SfResultCode};
 use refunds_gateway::{Lookup, Provider};
 use refunds_store::ops::Claimed;
 use refunds_store::refunds::{self as sql, NewProcessException, RefundWork};
@@ -139,8 +139,10 @@ pub(crate) async fn hand_over(
     );
     let exception = NewProcessException::about_refund(w, &pe_id, &message, &description, now);
     let mut tx = begin(db, run).await?;
-    // (under reconciliation already, or not yet: either way it stops here)
-    sql::start_reconciliation(tx.conn(), w.id.as_str(), now, now).await?;
+    // Under reconciliation already, or not yet: either way it stops here.
+    if w.reconcile_state == ReconcileState::None {
+        sql::start_reconciliation(tx.conn(), w.id.as_str(), now, now).await?;
+    }
     sql::hand_over_reconciliation(tx.conn(), w.id.as_str(), &exception, now).await?;
     tx.commit().await?;
     tracing::warn!(refund = %w.id, why, "not sent again: its key may be forgotten; handed to a person");

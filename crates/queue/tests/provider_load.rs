@@ -170,12 +170,12 @@ async fn gateway(
     for (k, v) in limits.as_object().expect("an object") {
         body[k] = v.clone();
     }
-    app.create("PaymentGateway", body).await
+    app.gateway(body).await
 }
 
 /// The environment variable of one test on one backend (both run at once in this process).
 fn env_name(test: &str, backend: Backend) -> String {
-    format!("REFUNDS_TEST_LOAD_{test}_{backend:?}").to_uppercase()
+    format!("REFUNDS_SECRET_TEST_LOAD_{test}_{backend:?}").to_uppercase()
 }
 
 /// `n` orders on `gateway`, each with one 100.00 payment and one operation of `amount`.
