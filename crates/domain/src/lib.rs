@@ -8,6 +8,7 @@
 pub mod allocation;
 pub mod id;
 pub mod money;
+pub mod operation;
 pub mod result_code;
 
 pub use allocation::{
@@ -15,4 +16,5 @@ pub use allocation::{
 };
 pub use id::{IdError, ObjectType, SfId};
 pub use money::{Currency, Money, MoneyError};
+pub use operation::{OperationStatus, TransitionError, UnknownStatus};
 pub use result_code::SfResultCode;

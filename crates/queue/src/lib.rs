@@ -193,9 +193,11 @@ pub async fn enqueue_ensure_refunds(
             retry_backoff_ms: ms(config.retry_backoff),
             timeout_ms: ms(config.lease),
             now,
+            admitted: None,
         },
     )
     .await
+    .map(drop)
 }
 
 #[cfg(test)]

@@ -183,7 +183,7 @@ impl EnsureRefundsJob {
             );
             sql::insert_process_exception(tx.conn(), &exception).await?;
         }
-        sql::mark_planned(tx.conn(), op_id, now).await?;
+        sql::mark_planned(tx.conn(), ctx.db.backend(), op_id, now).await?;
         tx.commit().await?;
         tracing::info!(
             operation = op_id,

@@ -30,6 +30,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (3, "auth", include_str!("../migrations/0003_auth.sql")),
     (4, "rescues", include_str!("../migrations/0004_rescues.sql")),
+    (
+        6,
+        "queue_lines",
+        include_str!("../migrations/0006_queue_lines.sql"),
+    ),
 ];
 
 /// A pooled handle to the database, cheap to clone.

@@ -13,6 +13,7 @@
 //! statements, each guarded so that a wrong caller cannot break an invariant — a reservation
 //! is a conditional update, every write of a running operation is fenced by its lease.
 
+pub mod admission;
 pub mod auth;
 pub mod db;
 pub mod ops;
