@@ -3,7 +3,8 @@
 //! Planning is one fenced transaction: pay the fee invoices from the credit memo, allocate
 //! the rest, reserve every leg by conditional update, take each leg's credit-memo part off
 //! the credit memo, and write every leg as a `Draft` refund. After it commits, the refunds
-//! are fixed: a rescued run only drives the drafts that are left.
+//! are fixed (a rescued run only drives the drafts that are left) and the order's next
+//! operation may plan, around these reservations, while this one calls its providers.
 
 use std::collections::HashMap;
 

@@ -329,8 +329,10 @@ async fn finish(
     let planned: Option<i64> = row.try_get(1)?;
     if planned.is_none() {
         crate::admission::release(tx.conn(), id, now).await?;
-        advance_line(tx.conn(), backend, &parent_key).await?;
     }
+    // (After a plan the line has already moved on; once more costs one index probe and
+    // means no line can stay stuck behind a finished operation.)
+    advance_line(tx.conn(), backend, &parent_key).await?;
     Ok(Some(()))
 }
 
