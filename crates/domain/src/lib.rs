@@ -5,12 +5,14 @@
 //! This crate owns no I/O. It must never depend on tokio, sqlx, axum or an HTTP client,
 //! and it must never build a money amount from a floating-point number.
 
+pub mod admission;
 pub mod allocation;
 pub mod id;
 pub mod money;
 pub mod operation;
 pub mod result_code;
 
+pub use admission::{admit, pay_invoices, Admission, AdmissionError, AdmissionRequest};
 pub use allocation::{
     allocate, pick, Allocation, AllocationRequest, AllocationRule, Leg, SequenceItem, SummarySlot,
 };

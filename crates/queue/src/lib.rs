@@ -13,6 +13,7 @@
 //!   rescued at most [`MAX_RESCUES`] times, and one that fails for good hands its unfinished
 //!   refunds to reconciliation and raises a process exception.
 
+mod admit;
 mod reconcile;
 mod refund_job;
 mod runner;
@@ -22,10 +23,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use refunds_domain::AllocationRule;
-use refunds_store::ops::{self, Claimed, NewOperation};
+use refunds_store::ops::{self, Admitted, Claimed, NewOperation};
 use refunds_store::{Backend, Db, StoreError, Tx};
 use serde::{Deserialize, Serialize};
 
+pub use admit::{admit, AdmitRequest, Refusal};
 pub use reconcile::reconcile_due;
 pub use refund_job::EnsureRefundsJob;
 pub use runner::{Runner, MAX_RESCUES};
@@ -170,13 +172,15 @@ pub struct SequencePayload {
     pub amount: Option<i64>,
 }
 
-/// Enqueues an ensure-refunds operation in the caller's transaction.
-pub async fn enqueue_ensure_refunds(
+/// Enqueues an ensure-refunds operation in the caller's transaction, with what its
+/// admission set aside (see [`admit()`]).
+pub(crate) async fn enqueue_with(
     tx: &mut Tx,
     backend: Backend,
     config: &QueueConfig,
     operation_id: &str,
     request: &EnsureRefunds,
+    admitted: Option<Admitted<'_>>,
     now: i64,
 ) -> Result<(), StoreError> {
     let payload = serde_json::to_string(request).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -193,7 +197,7 @@ pub async fn enqueue_ensure_refunds(
             retry_backoff_ms: ms(config.retry_backoff),
             timeout_ms: ms(config.lease),
             now,
-            admitted: None,
+            admitted,
         },
     )
     .await

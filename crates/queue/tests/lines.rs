@@ -67,10 +67,13 @@ where
     }
 }
 
+/// Per order: (operation, plan began, plan ended).
+type PlanLog = Arc<Mutex<HashMap<String, Vec<(String, Instant, Instant)>>>>;
+
 /// A job that plans (a fenced transaction that marks the operation planned) and notes
 /// when each plan began and ended, per order, across every runner that shares it.
 struct Plans {
-    log: Arc<Mutex<HashMap<String, Vec<(String, Instant, Instant)>>>>,
+    log: PlanLog,
     /// How long a plan keeps its transaction open: long enough that a second plan of the
     /// same order, if the queue let one start, would overlap it.
     hold: Duration,

@@ -17,7 +17,16 @@ const BEFORE: &[(i64, &str, &str)] = &[
 ];
 
 /// (id, parent, status, submitted_at, retry_scheduled, planned_at)
-const ROWS: &[(&str, &str, &str, i64, i64, Option<i64>)] = &[
+type OldRow = (
+    &'static str,
+    &'static str,
+    &'static str,
+    i64,
+    i64,
+    Option<i64>,
+);
+
+const ROWS: &[OldRow] = &[
     ("op-a3", "order-a", "New", 300, 0, None),
     ("op-a1", "order-a", "Complete", 100, 0, Some(101)),
     ("op-a2", "order-a", "Running", 200, 0, None),
