@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 pub use admit::{admit, AdmitRequest, Refusal};
 pub use reconcile::reconcile_due;
 pub use refund_job::EnsureRefundsJob;
-pub use runner::{Runner, MAX_RESCUES};
+pub use runner::{Runner, Started, MAX_RESCUES};
 pub use settle::{
     by_hand_refused, notification_mismatch, record_mismatched_notification, settle_by_hand,
     settle_notification,
@@ -61,6 +61,13 @@ pub struct QueueConfig {
     pub reconcile_max_delay: Duration,
     pub reconcile_give_up: Duration,
     pub allocation_rule: AllocationRule,
+    /// On shutdown, how long running operations may take to finish before they are
+    /// stopped and their leases handed back.
+    pub shutdown_grace: Duration,
+    /// PostgreSQL: how often this process heartbeats, and how long another process may be
+    /// silent before its running operations are rescued.
+    pub process_heartbeat: Duration,
+    pub process_silence: Duration,
 }
 
 impl Default for QueueConfig {
@@ -77,6 +84,9 @@ impl Default for QueueConfig {
             reconcile_max_delay: Duration::from_secs(3600),
             reconcile_give_up: Duration::from_secs(24 * 3600),
             allocation_rule: AllocationRule::default(),
+            shutdown_grace: Duration::from_secs(30),
+            process_heartbeat: Duration::from_secs(1),
+            process_silence: Duration::from_secs(5),
         }
     }
 }

@@ -167,10 +167,11 @@ async fn no_two_operations_of_an_order_plan_at_once(backend: Backend) {
     );
     b.register(Arc::new(job()));
     let (stop, stopped) = watch::channel(false);
-    let workers = [
-        tokio::spawn(a.run(stopped.clone())),
-        tokio::spawn(b.run(stopped)),
-    ];
+    let mut workers = vec![tokio::spawn(a.run(stopped.clone()))];
+    // SQLite runs workers in one process: a second would not start (its own test).
+    if backend == Backend::Postgres {
+        workers.push(tokio::spawn(b.run(stopped)));
+    }
     let mut enqueues = Vec::new();
     for i in 0..24 {
         let db = if i % 2 == 0 {
@@ -200,7 +201,8 @@ async fn no_two_operations_of_an_order_plan_at_once(backend: Backend) {
         tokio::time::timeout(Duration::from_secs(20), w)
             .await
             .expect("workers stop")
-            .expect("worker");
+            .expect("worker")
+            .expect("ran");
     }
     let log = log.lock().expect("log").clone();
     assert_eq!(log.values().map(Vec::len).sum::<usize>(), 24);
@@ -333,7 +335,8 @@ async fn a_hanging_provider_call_does_not_hold_up_the_next_refund(backend: Backe
     tokio::time::timeout(Duration::from_secs(20), worker)
         .await
         .expect("worker stops")
-        .expect("worker");
+        .expect("worker")
+        .expect("ran");
 }
 
 /// Requests answered one after the other plan in that order.

@@ -660,7 +660,7 @@ async fn an_idle_worker_is_woken_by_an_enqueue(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     stop.send(true).unwrap();
-    worker.await.unwrap();
+    worker.await.unwrap().unwrap();
 }
 
 struct Counting(Arc<AtomicUsize>);

@@ -163,6 +163,10 @@ struct Common {
         default_value_t = 86_400_000
     )]
     reconcile_give_up_ms: u64,
+    /// On SIGTERM, how long running operations may take to finish; the rest are stopped
+    /// and their leases handed back for another process to take over.
+    #[arg(long, env = "REFUNDS_SHUTDOWN_GRACE_MS", default_value_t = 30_000)]
+    shutdown_grace_ms: u64,
     /// Latency added to every call of the built-in simulator provider.
     #[arg(long, env = "REFUNDS_SIMULATOR_LATENCY_MS", default_value_t = 0)]
     simulator_latency_ms: u64,
@@ -187,6 +191,7 @@ impl Common {
             reconcile_delay: Duration::from_millis(self.reconcile_delay_ms),
             reconcile_give_up: Duration::from_millis(self.reconcile_give_up_ms),
             allocation_rule: allocation,
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             ..QueueConfig::default()
         })
     }
@@ -314,7 +319,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             common.serve_metrics(&db, &shutdown).await?;
             let runner = Runner::new(db, common.queue_config()?, common.registry());
             tracing::info!(worker = runner.worker_id(), "worker started");
-            runner.run(shutdown).await;
+            runner.run(shutdown).await?;
         }
         Command::Serve {
             listen,
@@ -335,6 +340,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let shutdown = shutdown_signal();
             common.serve_metrics(&db, &shutdown).await?;
             let runner = Runner::new(db.clone(), queue.clone(), common.registry());
+            // Fails here, before serving, if another process runs workers on this SQLite file.
+            let runner = runner.start().await?;
             let workers = tokio::spawn(runner.run(shutdown.clone()));
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -364,7 +371,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .await?;
                 }
             }
-            workers.await?;
+            workers.await??;
         }
     }
     Ok(())

@@ -43,3 +43,11 @@ CREATE INDEX background_operations_leases ON background_operations (lease_expire
     WHERE status = 'Running';
 CREATE INDEX background_operations_to_plan ON background_operations (parent_key, seq)
     WHERE planned_at IS NULL AND status IN ('New', 'Running', 'Scheduled');
+
+-- PostgreSQL: the processes running workers, each heartbeating on the database's clock;
+-- the Running operations of one silent for a few seconds are rescued then.
+CREATE TABLE queue_processes (
+    id TEXT PRIMARY KEY,
+    started_at BIGINT NOT NULL,
+    heartbeat_at BIGINT NOT NULL
+);
