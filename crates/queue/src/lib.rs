@@ -9,6 +9,10 @@
 //!   lease to a rescuer cannot finish anything twice;
 //! - a refund is written as `Draft`, with its idempotency key, before its provider is
 //!   called, so a crash at any point is recovered by asking again with the same key;
+//! - an admitted request's money is its own: [`admit()`] sets it aside in the enqueue
+//!   transaction, the plan takes it over, any other ending gives it back;
+//! - the operations of one order plan one at a time, in the order they were admitted; a
+//!   planned operation's provider calls run beside the next one's plan;
 //! - nothing loops and nothing is stranded: a panicking job fails its run, an operation is
 //!   rescued at most [`MAX_RESCUES`] times, and one that fails for good hands its unfinished
 //!   refunds to reconciliation and raises a process exception.
