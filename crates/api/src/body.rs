@@ -142,15 +142,21 @@ pub fn number_text(value: &Value) -> Option<String> {
 /// Parses an amount of `currency`; describes the problem for an `INVALID_INPUT` answer.
 pub fn amount(field: &str, value: &Value, currency: Currency) -> Result<i64, String> {
     let text = number_text(value).ok_or_else(|| format!("{field} must be a number"))?;
-    match Money::parse(&text, currency) {
-        Ok(m) => Ok(m.minor()),
-        Err(MoneyError::TooManyDecimals { .. }) => Err(format!(
+    Money::parse(&text, currency)
+        .map(|m| m.minor())
+        .map_err(|e| amount_problem(field, &text, &e, currency))
+}
+
+/// What is wrong with the amount `text` of `field`, for an `INVALID_INPUT` answer.
+pub fn amount_problem(field: &str, text: &str, error: &MoneyError, currency: Currency) -> String {
+    match error {
+        MoneyError::TooManyDecimals { .. } => format!(
             "{field} {text} has more decimal places than {} allows ({})",
             currency.code(),
             currency.exponent()
-        )),
-        Err(MoneyError::Overflow(_)) => Err(format!("{field} {text} is too large")),
-        Err(_) => Err(format!("{field} {text} is not a valid number")),
+        ),
+        MoneyError::Overflow(_) => format!("{field} {text} is too large"),
+        _ => format!("{field} {text} is not a valid number"),
     }
 }
 

@@ -3,18 +3,15 @@
 //! Every check runs in the same transaction that enqueues the operation, so a 201 means
 //! the request is durable and was valid against what was committed when it was admitted.
 
-use std::collections::HashSet;
-
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use refunds_domain::{Currency, ObjectType, SfId};
-use refunds_queue::{enqueue_ensure_refunds, EnsureRefunds, SequencePayload};
+use refunds_domain::{ObjectType, SfId};
+use refunds_queue::{admit, AdmitRequest, Refusal};
+use refunds_store::now_ms;
 use refunds_store::records;
-use refunds_store::refunds as sql;
-use refunds_store::{now_ms, Tx};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -235,17 +232,17 @@ async fn handle(
             return replay(&seen, &hash);
         }
     }
-    let request = validate(&mut tx, &state, &order_id, input).await?;
     let operation_id = SfId::generate(ObjectType::BackgroundOperation).into_string();
-    enqueue_ensure_refunds(
+    admit(
         &mut tx,
         state.db.backend(),
         &state.queue,
         &operation_id,
-        &request,
+        admit_request(&order_id, input),
         now,
     )
-    .await?;
+    .await
+    .map_err(|r| refused(r, &order_id))?;
     if let Some(key) = &key {
         if !records::remember_idempotency_key(tx.conn(), key, &hash, &operation_id, now).await? {
             // A concurrent request with the same key won: answer as it did.
@@ -318,127 +315,69 @@ fn replay(seen: &records::IdempotencyRecord, hash: &str) -> Result<Response, Api
     }
 }
 
-/// The checks that read the database (SPEC §1.1 table), in the enqueue transaction.
-async fn validate(
-    tx: &mut Tx,
-    state: &AppState,
-    order_id: &SfId,
-    input: Input,
-) -> Result<EnsureRefunds, ApiError> {
-    // One read of the order and its money (the request's other checks all need it).
-    let funds = sql::order_funds(tx.conn(), state.db.backend(), order_id.as_str(), false)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
-    if funds.life_cycle_type == "UNMANAGED" {
-        return Err(invalid_input(format!(
+/// A request the admit step refused, as the client's error (or ours, for a store failure).
+fn refused(refusal: Refusal, order_id: &SfId) -> ApiError {
+    match refusal {
+        Refusal::OrderNotFound => ApiError::not_found(),
+        Refusal::Unmanaged(_) => invalid_input(format!(
             "Order summary {order_id} is UNMANAGED; refunds are only ensured for MANAGED order summaries"
-        )));
-    }
-    let currency = Currency::parse(&funds.currency).map_err(|e| ApiError::internal(&e))?;
-    let excess = match &input.excess_funds {
-        None => 0,
-        Some(v) => {
-            let amount = body::amount("excessFundsAmount", v, currency).map_err(invalid_input)?;
-            if amount <= 0 {
-                return Err(invalid_input("excessFundsAmount must be greater than 0"));
-            }
-            amount
-        }
-    };
-
-    let mut credit_memo_part = 0i64;
-    if let Some(cm_id) = &input.credit_memo_id {
-        let cm = sql::credit_memo(tx.conn(), cm_id.as_str())
-            .await?
-            .filter(|cm| cm.reference_entity_id == order_id.as_str())
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "INVALID_ID_FIELD",
-                    format!("Credit memo {cm_id} does not belong to order summary {order_id}"),
-                )
-                .field("creditMemoId")
-            })?;
-        if cm.status == "Canceled" || cm.status == "Error" {
-            return Err(invalid_input(format!(
-                "Credit memo {cm_id} has status {} and cannot be refunded",
-                cm.status
-            )));
-        }
-        if cm.balance == 0 && input.excess_funds.is_none() {
-            return Err(invalid_input(format!(
-                "Credit memo {cm_id} has no balance left to refund"
-            )));
-        }
-        let mut wanted: Vec<String> = Vec::new();
-        let mut seen = HashSet::new();
-        for id in &input.invoices {
-            if seen.insert(id.as_str()) {
-                wanted.push(id.as_str().to_string());
-            }
-        }
-        let invoices = sql::invoices(tx.conn(), &wanted).await?;
-        if let Some(missing) = wanted.iter().find(|id| {
-            !invoices
-                .iter()
-                .any(|i| &i.id == *id && i.reference_entity_id == order_id.as_str())
-        }) {
-            return Err(ApiError::bad_request(
-                "INVALID_ID_FIELD",
-                format!("Invoice {missing} does not belong to order summary {order_id}"),
-            )
-            .field("invoiceId"));
-        }
-        let mut balance = cm.balance;
-        for invoice in &invoices {
-            balance -= invoice.balance.min(balance);
-        }
-        credit_memo_part = balance;
-    }
-
-    let mut sequences = Vec::with_capacity(input.sequences.len());
-    for (ops, amount) in &input.sequences {
-        if !funds.summaries.iter().any(|s| s.id == ops.as_str()) {
-            return Err(ApiError::bad_request(
-                "INVALID_ID_FIELD",
-                format!("Order payment summary {ops} does not belong to order summary {order_id}"),
-            )
-            .field("orderPaymentSummaryId"));
-        }
-        let minor = body::amount("sequences.amount", amount, currency).map_err(invalid_input)?;
-        if minor < 0 {
-            return Err(invalid_input("sequences.amount must not be negative"));
-        }
-        sequences.push(SequencePayload {
-            order_payment_summary_id: ops.as_str().to_string(),
-            amount: (minor > 0).then_some(minor),
-        });
-    }
-
-    let available = funds
-        .summaries
-        .iter()
-        .try_fold(0i64, |t, s| t.checked_add(s.available))
-        .ok_or_else(|| invalid_input("The order's available amounts are too large to add up"))?;
-    let requested = credit_memo_part
-        .checked_add(excess)
-        .ok_or_else(|| invalid_input("The requested amount is too large"))?;
-    if requested > available {
-        return Err(invalid_input(format!(
+        )),
+        Refusal::CreditMemoNotOnOrder { credit_memo, order } => ApiError::bad_request(
+            "INVALID_ID_FIELD",
+            format!("Credit memo {credit_memo} does not belong to order summary {order}"),
+        )
+        .field("creditMemoId"),
+        Refusal::CreditMemoUnrefundable { credit_memo, status } => invalid_input(format!(
+            "Credit memo {credit_memo} has status {status} and cannot be refunded"
+        )),
+        Refusal::NoCreditMemoBalance(credit_memo) => invalid_input(format!(
+            "Credit memo {credit_memo} has no balance left to refund"
+        )),
+        Refusal::InvoiceNotOnOrder { invoice, order } => ApiError::bad_request(
+            "INVALID_ID_FIELD",
+            format!("Invoice {invoice} does not belong to order summary {order}"),
+        )
+        .field("invoiceId"),
+        Refusal::SummaryNotOnOrder { summary, order } => ApiError::bad_request(
+            "INVALID_ID_FIELD",
+            format!("Order payment summary {summary} does not belong to order summary {order}"),
+        )
+        .field("orderPaymentSummaryId"),
+        Refusal::Amount {
+            field,
+            text,
+            error,
+            currency,
+        } => invalid_input(body::amount_problem(field, &text, &error, currency)),
+        Refusal::NotPositive => invalid_input("excessFundsAmount must be greater than 0"),
+        Refusal::Negative => invalid_input("sequences.amount must not be negative"),
+        Refusal::TooLarge => invalid_input("The requested amount is too large"),
+        Refusal::ExceedsAvailable {
+            requested,
+            available,
+            currency,
+        } => invalid_input(format!(
             "The amount to refund ({}) exceeds the total available to refund on the order's payment summaries ({})",
             crate::render::money(requested, currency.code()),
             crate::render::money(available, currency.code()),
-        )));
+        )),
+        Refusal::Store(e) => ApiError::from(e),
     }
-    Ok(EnsureRefunds {
-        order_summary_id: order_id.as_str().to_string(),
-        credit_memo_id: input.credit_memo_id.map(SfId::into_string),
-        excess_funds_amount: excess,
-        invoices_to_pay: input
-            .invoices
+}
+
+/// The request as the admit step takes it: amounts as the text the client sent.
+fn admit_request(order_id: &SfId, input: Input) -> AdmitRequest {
+    let text = |v: &Value| body::number_text(v).unwrap_or_default();
+    AdmitRequest {
+        order_id: order_id.clone(),
+        credit_memo_id: input.credit_memo_id,
+        excess_funds: input.excess_funds.as_ref().map(text),
+        invoices: input.invoices,
+        sequences: input
+            .sequences
             .iter()
-            .map(|i| i.as_str().to_string())
+            .map(|(ops, amount)| (ops.clone(), text(amount)))
             .collect(),
-        sequences,
         allow_partial: input.allow_partial,
-    })
+    }
 }

@@ -118,7 +118,7 @@ pub fn render(
     );
     let _ = writeln!(
         out,
-        "# HELP refunds_queue_lag_seconds How long the oldest runnable new operation has waited.\n\
+        "# HELP refunds_queue_lag_seconds How long the operation claimable the longest has waited.\n\
          # TYPE refunds_queue_lag_seconds gauge\nrefunds_queue_lag_seconds {:.3}",
         s.queue_lag_ms as f64 / 1000.0
     );

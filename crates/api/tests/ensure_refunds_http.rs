@@ -611,17 +611,20 @@ async fn fields_newer_than_the_version_are_json_parser_errors(backend: Backend) 
     for (since, _, body) in &cases {
         accepted(&app, &path_v(since, &order.id), &body.to_string()).await;
     }
-    // The oldest version knows creditMemoId, the newest knows everything.
+    // The oldest version knows creditMemoId, the newest knows everything. (Each request
+    // takes its credit memo's whole balance: one memo per request.)
+    let cm_48 = app.credit_memo(&order, "10.00").await;
     accepted(
         &app,
         &path_v("v48.0", &order.id),
-        &json!({ "creditMemoId": cm }).to_string(),
+        &json!({ "creditMemoId": cm_48 }).to_string(),
     )
     .await;
+    let cm_67 = app.credit_memo(&order, "10.00").await;
     accepted(
         &app,
         &path_v("v67.0", &order.id),
-        &json!({"creditMemoId": cm, "invoicesToPay": [{"invoiceId": invoice}], "excessFundsAmount": 1,
+        &json!({"creditMemoId": cm_67, "invoicesToPay": [{"invoiceId": invoice}], "excessFundsAmount": 1,
                 "sequences": [{"orderPaymentSummaryId": ops, "amount": 0}], "isAllowPartial": false,
                 "isReservedBalanceAmountConsidered": false})
         .to_string(),

@@ -6,14 +6,17 @@
 //! This crate owns no I/O. It must never depend on tokio, sqlx, axum or an HTTP client,
 //! and it must never build a money amount from a floating-point number.
 
+pub mod admission;
 pub mod allocation;
 pub mod id;
 pub mod lifecycle;
 pub mod money;
+pub mod operation;
 pub mod picklist;
 pub mod provider;
 pub mod result_code;
 
+pub use admission::{admit, pay_invoices, Admission, AdmissionError, AdmissionRequest};
 pub use allocation::{
     allocate, pick, Allocation, AllocationRequest, AllocationRule, Leg, SequenceItem, SummarySlot,
 };
@@ -23,6 +26,7 @@ pub use lifecycle::{
     RefundStatus,
 };
 pub use money::{Currency, Money, MoneyError};
+pub use operation::{OperationStatus, TransitionError, UnknownStatus};
 pub use picklist::UnknownValue;
 pub use provider::{GatewayStatus, ProviderType};
 pub use result_code::SfResultCode;

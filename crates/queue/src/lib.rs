@@ -11,10 +11,15 @@
 //!   called, so a crash at any point is recovered by asking again with the same key —
 //!   and once the provider may have forgotten that key, by looking the refund up by
 //!   reference first, never by sending it again on the key's word;
+//! - an admitted request's money is its own: [`admit()`] sets it aside in the enqueue
+//!   transaction, the plan takes it over, any other ending gives it back;
+//! - the operations of one order plan one at a time, in the order they were admitted; a
+//!   planned operation's provider calls run beside the next one's plan;
 //! - nothing loops and nothing is stranded: a panicking job fails its run, an operation is
 //!   rescued at most [`MAX_RESCUES`] times, and one that fails for good hands its unfinished
 //!   refunds to reconciliation and raises a process exception.
 
+mod admit;
 mod keys;
 mod reconcile;
 mod refund_job;
@@ -25,13 +30,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use refunds_domain::AllocationRule;
-use refunds_store::ops::{self, Claimed, NewOperation};
+use refunds_store::ops::{self, Admitted, Claimed, NewOperation};
 use refunds_store::{Backend, Db, StoreError, Tx};
 use serde::{Deserialize, Serialize};
 
+pub use admit::{admit, AdmitRequest, Refusal};
 pub use reconcile::{reconcile_due, ReconcileCounts, ReconcileStats};
 pub use refund_job::EnsureRefundsJob;
-pub use runner::{Runner, MAX_RESCUES};
+pub use runner::{Runner, Started, MAX_RESCUES};
 pub use settle::{
     by_hand_refused, notification_mismatch, record_mismatched_notification, settle_by_hand,
     settle_notification,
@@ -64,6 +70,13 @@ pub struct QueueConfig {
     /// Reconciliation lookups one process has in flight at once.
     pub reconcile_concurrency: usize,
     pub allocation_rule: AllocationRule,
+    /// On shutdown, how long running operations may take to finish before they are
+    /// stopped and their leases handed back.
+    pub shutdown_grace: Duration,
+    /// PostgreSQL: how often this process heartbeats, and how long another process may be
+    /// silent before its running operations are rescued.
+    pub process_heartbeat: Duration,
+    pub process_silence: Duration,
 }
 
 impl Default for QueueConfig {
@@ -81,6 +94,9 @@ impl Default for QueueConfig {
             reconcile_give_up: Duration::from_secs(24 * 3600),
             reconcile_concurrency: 32,
             allocation_rule: AllocationRule::default(),
+            shutdown_grace: Duration::from_secs(30),
+            process_heartbeat: Duration::from_secs(1),
+            process_silence: Duration::from_secs(5),
         }
     }
 }
@@ -176,13 +192,15 @@ pub struct SequencePayload {
     pub amount: Option<i64>,
 }
 
-/// Enqueues an ensure-refunds operation in the caller's transaction.
-pub async fn enqueue_ensure_refunds(
+/// Enqueues an ensure-refunds operation in the caller's transaction, with what its
+/// admission set aside (see [`admit()`]).
+pub(crate) async fn enqueue_with(
     tx: &mut Tx,
     backend: Backend,
     config: &QueueConfig,
     operation_id: &str,
     request: &EnsureRefunds,
+    admitted: Option<Admitted<'_>>,
     now: i64,
 ) -> Result<(), StoreError> {
     let payload = serde_json::to_string(request).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -199,9 +217,11 @@ pub async fn enqueue_ensure_refunds(
             retry_backoff_ms: ms(config.retry_backoff),
             timeout_ms: ms(config.lease),
             now,
+            admitted,
         },
     )
     .await
+    .map(drop)
 }
 
 #[cfg(test)]

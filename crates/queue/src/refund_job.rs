@@ -3,15 +3,18 @@
 //! Planning is one fenced transaction: pay the fee invoices from the credit memo, allocate
 //! the rest, reserve every leg by conditional update, take each leg's credit-memo part off
 //! the credit memo, and write every leg as a `Draft` refund. After it commits, the refunds
-//! are fixed: a rescued run only drives the drafts that are left.
+//! are fixed (a rescued run only drives the drafts that are left) and the order's next
+//! operation may plan, around these reservations, while this one calls its providers.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use refunds_domain::{
-    allocate, AllocationRequest, ObjectType, SequenceItem, SfId, SfResultCode, SummarySlot,
+    allocate, pay_invoices, AllocationRequest, ObjectType, SequenceItem, SfId, SfResultCode,
+    SummarySlot,
 };
 use refunds_gateway::{Outcome, Provider, Registry};
+use refunds_store::admission;
 use refunds_store::now_ms;
 use refunds_store::refunds::{
     self as sql, NewProcessException, NewRefund, PaymentFunds, RefundWork,
@@ -52,14 +55,25 @@ impl EnsureRefundsJob {
                 ))
             })?;
 
+        // What the admission set aside becomes this plan's: the reservations below take
+        // its place, and the plan takes no more than it (money of its own: a later
+        // operation was admitted against the rest).
+        let held = admission::take_for_plan(tx.conn(), op_id, now).await?;
         let mut credit_memo_part = 0;
         if let Some(cm_id) = &req.credit_memo_id {
             let cm = sql::credit_memo(tx.conn(), cm_id)
                 .await?
                 .ok_or_else(|| JobError::Failed(format!("credit memo {cm_id} no longer exists")))?;
-            let mut balance = cm.balance;
-            for invoice in sql::invoices(tx.conn(), &req.invoices_to_pay).await? {
-                let pay = invoice.balance.min(balance);
+            let budget = match &held {
+                Some(h) => cm
+                    .balance
+                    .min(h.credit_memo.as_ref().map_or(0, |(_, amount)| *amount)),
+                None => cm.balance,
+            };
+            let invoices = sql::invoices(tx.conn(), &req.invoices_to_pay).await?;
+            let owed: Vec<i64> = invoices.iter().map(|i| i.balance).collect();
+            let (payments, left) = pay_invoices(budget, &owed);
+            for (invoice, pay) in invoices.iter().zip(payments) {
                 if pay > 0 {
                     let app_id = SfId::generate(ObjectType::CreditMemoInvApplication).into_string();
                     sql::apply_credit_memo(
@@ -73,10 +87,12 @@ impl EnsureRefundsJob {
                         now,
                     )
                     .await?;
-                    balance -= pay;
                 }
             }
-            credit_memo_part = balance;
+            credit_memo_part = match &held {
+                Some(h) => left.min(h.amount.saturating_sub(req.excess_funds_amount).max(0)),
+                None => left,
+            };
         }
 
         let payments_of: Vec<Vec<&PaymentFunds>> = funds
@@ -184,7 +200,7 @@ impl EnsureRefundsJob {
             );
             sql::insert_process_exception(tx.conn(), &exception).await?;
         }
-        sql::mark_planned(tx.conn(), op_id, now).await?;
+        sql::mark_planned(tx.conn(), ctx.db.backend(), op_id, now).await?;
         tx.commit().await?;
         tracing::info!(
             operation = op_id,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use refunds_store::ops::{self, Claimed};
+use refunds_store::processes;
 use refunds_store::{now_ms, Backend, Db};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -89,23 +90,81 @@ impl Runner {
         .await
     }
 
+    /// Takes this process's place among those running workers, then runs until
+    /// `shutdown` (see [`Runner::start`] and [`Started::run`]).
+    pub async fn run(
+        self,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), refunds_store::StoreError> {
+        self.start().await?.run(shutdown).await
+    }
+
+    /// Takes this process's place among those running workers. On SQLite: the file's
+    /// worker lock (failing if another process runs workers on it), then every lease is
+    /// taken over at once, since their workers are gone. On PostgreSQL: this process is
+    /// registered, and heartbeats once it runs.
+    pub async fn start(self) -> Result<Started, refunds_store::StoreError> {
+        let lock = match self.db.backend() {
+            Backend::Sqlite => {
+                let lock = processes::lock_sqlite_workers(&self.db)?;
+                let taken = processes::take_over_every_lease(&self.db, &lock).await?;
+                if taken > 0 {
+                    tracing::info!(
+                        operations = taken,
+                        "took over the operations of a process that is gone"
+                    );
+                }
+                Some(lock)
+            }
+            Backend::Postgres => {
+                processes::heartbeat(&self.db, &self.worker_id).await?;
+                None
+            }
+        };
+        Ok(Started {
+            runner: self,
+            _lock: lock,
+        })
+    }
+}
+
+/// A runner that has taken its place (see [`Runner::start`]).
+pub struct Started {
+    runner: Runner,
+    _lock: Option<processes::WorkerLock>,
+}
+
+impl Started {
     /// Runs until `shutdown` turns true: operations up to `concurrency` at once, plus the
     /// reconciliation of unknown refund outcomes (a task of its own, up to
-    /// `reconcile_concurrency` lookups at once). Work in flight, lookups included, finishes
-    /// before it returns.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        if self.db.backend() == Backend::Postgres {
-            tokio::spawn(forward_notifications(self.db.clone(), shutdown.clone()));
+    /// `reconcile_concurrency` lookups at once), and on PostgreSQL this process's
+    /// heartbeat and the rescue of processes that fell silent. On shutdown it stops
+    /// claiming, lets the operations and lookups in flight finish for up to
+    /// `shutdown_grace`, stops the rest, hands back the leases it still holds (another
+    /// process rescues those operations at once) and deregisters.
+    pub async fn run(
+        self,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), refunds_store::StoreError> {
+        let this = &self.runner;
+        if this.db.backend() == Backend::Postgres {
+            tokio::spawn(forward_notifications(this.db.clone(), shutdown.clone()));
+            tokio::spawn(process_heartbeat(
+                this.db.clone(),
+                this.worker_id.clone(),
+                this.config.clone(),
+                shutdown.clone(),
+            ));
         }
-        let reconciler = tokio::spawn(reconcile::run(
-            self.db.clone(),
-            self.config.clone(),
-            self.registry.clone(),
-            self.reconcile_stats.clone(),
+        let mut reconciler = tokio::spawn(reconcile::run(
+            this.db.clone(),
+            this.config.clone(),
+            this.registry.clone(),
+            this.reconcile_stats.clone(),
             shutdown.clone(),
         ));
-        let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
-        let wakeup = self.db.wakeup();
+        let permits = Arc::new(Semaphore::new(this.config.concurrency.max(1)));
+        let wakeup = this.db.wakeup();
         let mut running = JoinSet::new();
         loop {
             if *shutdown.borrow() {
@@ -114,14 +173,14 @@ impl Runner {
             let free = permits.available_permits();
             let mut claimed_any = false;
             if free > 0 {
-                match self.claim(free).await {
+                match this.claim(free).await {
                     Ok(ops) => {
                         claimed_any = !ops.is_empty();
                         for op in ops {
                             let Ok(permit) = permits.clone().acquire_owned().await else {
                                 break;
                             };
-                            let this = self.clone();
+                            let this = this.clone();
                             running.spawn(async move {
                                 this.execute(op).await;
                                 drop(permit);
@@ -135,7 +194,7 @@ impl Runner {
             if claimed_any && permits.available_permits() > 0 {
                 continue;
             }
-            let sleep = self.idle_sleep().await;
+            let sleep = this.idle_sleep().await;
             tokio::select! {
                 _ = wakeup.notified() => {}
                 _ = tokio::time::sleep(sleep) => {}
@@ -143,12 +202,40 @@ impl Runner {
                 Some(_) = running.join_next(), if !running.is_empty() => {}
             }
         }
-        while running.join_next().await.is_some() {}
-        if let Err(e) = reconciler.await {
-            tracing::error!(error = %e, "the reconciler stopped unexpectedly");
+        let grace = tokio::time::Instant::now() + this.config.shutdown_grace;
+        let drained = tokio::time::timeout_at(grace, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                operations = running.len(),
+                "operations still running after the shutdown grace; stopping them"
+            );
+            running.abort_all();
+            while running.join_next().await.is_some() {}
         }
+        // The reconciler's lookups get what is left of the same grace.
+        match tokio::time::timeout_at(grace, &mut reconciler).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the reconciler stopped unexpectedly"),
+            Err(_) => {
+                tracing::warn!("lookups still running after the shutdown grace; stopping them");
+                reconciler.abort();
+            }
+        }
+        let handed_back = processes::leave(&this.db, &this.worker_id).await?;
+        if handed_back > 0 {
+            tracing::info!(
+                operations = handed_back,
+                "handed back the leases of unfinished operations"
+            );
+        }
+        Ok(())
     }
+}
 
+impl Runner {
     /// Sleep until the next known due time, but never longer than the poll interval.
     async fn idle_sleep(&self) -> Duration {
         let poll = self.config.poll_interval;
@@ -288,6 +375,40 @@ async fn heartbeat(db: Db, op: Claimed, lease: Duration) {
                 return;
             }
             Err(e) => tracing::warn!(operation = %op.id, error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+/// PostgreSQL: this process's heartbeat, and the rescue of processes that fell silent
+/// (judged on the database's clock), until shutdown.
+async fn process_heartbeat(
+    db: Db,
+    process: String,
+    config: QueueConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let wakeup = db.wakeup();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(config.process_heartbeat) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        if let Err(e) = processes::heartbeat(&db, &process).await {
+            tracing::warn!(error = %e, "process heartbeat failed");
+        }
+        match processes::rescue_silent(&db, ms(config.process_silence)).await {
+            Ok(0) => {}
+            Ok(freed) => {
+                tracing::warn!(
+                    operations = freed,
+                    "rescuing the operations of a process that fell silent"
+                );
+                wakeup.notify_one();
+            }
+            Err(e) => tracing::warn!(error = %e, "looking for silent processes failed"),
         }
     }
 }

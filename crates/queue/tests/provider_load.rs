@@ -256,7 +256,8 @@ fn config(reconcile_concurrency: usize) -> QueueConfig {
 /// Runs the app's runner until the returned sender says stop.
 fn run(app: &TestApp) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let (stop, stopped) = watch::channel(false);
-    let handle = tokio::spawn(app.runner.clone().run(stopped));
+    let runner = app.runner.clone();
+    let handle = tokio::spawn(async move { runner.run(stopped).await.expect("the runner") });
     (stop, handle)
 }
 

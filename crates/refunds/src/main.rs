@@ -187,6 +187,10 @@ struct Common {
         default_value_t = 86_400_000
     )]
     reconcile_give_up_ms: u64,
+    /// On SIGTERM, how long running operations may take to finish; the rest are stopped
+    /// and their leases handed back for another process to take over.
+    #[arg(long, env = "REFUNDS_SHUTDOWN_GRACE_MS", default_value_t = 30_000)]
+    shutdown_grace_ms: u64,
     /// Latency added to every call of the built-in simulator provider.
     #[arg(long, env = "REFUNDS_SIMULATOR_LATENCY_MS", default_value_t = 0)]
     simulator_latency_ms: u64,
@@ -228,6 +232,7 @@ impl Common {
             reconcile_give_up: Duration::from_millis(self.reconcile_give_up_ms),
             reconcile_concurrency: self.reconcile_concurrency,
             allocation_rule: allocation,
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             ..QueueConfig::default()
         })
     }
@@ -375,7 +380,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let runner = Runner::new(db.clone(), common.queue_config()?, common.registry()?);
             common.serve_metrics(&db, &runner, &shutdown).await?;
             tracing::info!(worker = runner.worker_id(), "worker started");
-            runner.run(shutdown).await;
+            runner.run(shutdown).await?;
         }
         Command::Serve {
             listen,
@@ -406,6 +411,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             refunds_api::security::warn(&violations);
             let runner = Runner::new(db.clone(), queue.clone(), registry);
             common.serve_metrics(&db, &runner, &shutdown).await?;
+            // Fails here, before serving, if another process runs workers on this SQLite file.
+            let runner = runner.start().await?;
             let workers = tokio::spawn(runner.run(shutdown.clone()));
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -428,7 +435,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             refunds_api::server::serve(listener, router(state), limits, tls, shutdown.clone())
                 .await;
-            workers.await?;
+            workers.await??;
         }
     }
     Ok(())

@@ -31,6 +31,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "auth", include_str!("../migrations/0003_auth.sql")),
     (4, "rescues", include_str!("../migrations/0004_rescues.sql")),
     (5, "roles", include_str!("../migrations/0005_roles.sql")),
+    (
+        6,
+        "queue_lines",
+        include_str!("../migrations/0006_queue_lines.sql"),
+    ),
     (7, "status_checks", PER_BACKEND),
     (
         9,

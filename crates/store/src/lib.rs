@@ -13,10 +13,12 @@
 //! statements, each guarded so that a wrong caller cannot break an invariant — a reservation
 //! is a conditional update, every write of a running operation is fenced by its lease.
 
+pub mod admission;
 pub mod auth;
 pub mod db;
 pub mod keys;
 pub mod ops;
+pub mod processes;
 pub mod query;
 pub mod records;
 pub mod refunds;
@@ -49,6 +51,12 @@ pub enum StoreError {
     /// The shared SQLite commit this transaction joined failed: nothing of it was kept.
     #[error("group commit failed: {0}")]
     GroupCommit(String),
+    /// Another process already runs workers on this SQLite file.
+    #[error("another process already runs workers on this database (it holds {0})")]
+    WorkersRunning(String),
+    /// The SQLite worker lock file could not be opened or locked.
+    #[error("cannot take the worker lock {0}")]
+    WorkerLock(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -438,14 +438,26 @@ pub async fn is_planned(conn: &mut AnyConnection, operation_id: &str) -> Result<
     Ok(matches!(planned, Some(Some(_))))
 }
 
-/// Records that the operation's refunds are fixed; in the planning transaction.
-pub async fn mark_planned(conn: &mut AnyConnection, operation_id: &str, now: i64) -> Result<()> {
-    let r = sqlx::query("UPDATE background_operations SET planned_at = $1 WHERE id = $2")
-        .bind(now)
-        .bind(operation_id)
-        .execute(conn)
-        .await?;
-    expect_one(r, || format!("background operation {operation_id}"))
+/// Records that the operation's refunds are fixed, in the planning transaction: the
+/// operation stops holding its order's line, so the next one may plan.
+pub async fn mark_planned(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    operation_id: &str,
+    now: i64,
+) -> Result<()> {
+    let parent_key: Option<String> = sqlx::query_scalar(
+        "UPDATE background_operations SET planned_at = $1 WHERE id = $2 AND planned_at IS NULL \
+         RETURNING parent_key",
+    )
+    .bind(now)
+    .bind(operation_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let parent_key = parent_key.ok_or_else(|| {
+        crate::StoreError::Missing(format!("unplanned background operation {operation_id}"))
+    })?;
+    crate::ops::advance_line(conn, backend, &parent_key).await
 }
 
 /// The operation's refunds still waiting for a provider answer (not under reconciliation), by leg.

@@ -52,9 +52,10 @@ pub async fn snapshot(db: &Db, now: i64) -> Result<Snapshot> {
     ))
     .fetch_one(db.pool())
     .await?;
+    // The claim's own index: the operation that has been claimable and due the longest.
     let oldest: Option<i64> = sqlx::query_scalar(
-        "SELECT CAST(MIN(submitted_at) AS BIGINT) FROM background_operations \
-         WHERE status = 'New' AND process_after <= $1",
+        "SELECT CAST(MIN(claimable_at) AS BIGINT) FROM background_operations \
+         WHERE claimable_at IS NOT NULL AND claimable_at <= $1",
     )
     .bind(now)
     .fetch_one(db.pool())

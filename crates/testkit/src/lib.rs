@@ -465,7 +465,7 @@ impl TestApp {
         let ops = self
             .scalar(
                 "SELECT COUNT(*) FROM background_operations \
-                 WHERE status IN ('New', 'Running') OR (status = 'Error' AND retry_scheduled = 1)",
+                 WHERE status IN ('New', 'Running', 'Scheduled')",
             )
             .await;
         let recon = self

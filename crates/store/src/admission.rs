@@ -1,0 +1,186 @@
+//! Money an admission sets aside, from the 201 until the operation plans.
+//!
+//! An ensure-refunds request is admitted only with money of its own: in its enqueue
+//! transaction it adds what it may refund to its order summary's `admitted_amount` (only
+//! while the order's payment summaries have that much available beyond what earlier
+//! admissions hold) and what it takes from a credit memo to the memo's `admitted_amount`
+//! (only while the balance covers it). The operation row records both; planning turns
+//! them into leg reservations ([`take_for_plan`]) and every other ending gives them back
+//! ([`release`]), each once, by conditional, row-count-checked statements.
+
+use sqlx::{AnyConnection, Row};
+
+use crate::db::expect_one;
+use crate::{Backend, Result};
+
+/// What an order and a credit memo still have for a new admission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unadmitted {
+    /// What the order's payment summaries have available beyond earlier admissions.
+    pub order: i64,
+    /// The credit memo's balance beyond earlier admissions (0 without a credit memo).
+    pub credit_memo: i64,
+}
+
+/// Locks the order summary's row until the transaction ends (PostgreSQL; SQLite's writer
+/// is already alone), so that what an admission reads cannot change under it: every
+/// statement that takes money from an order (admission, planning) holds this lock.
+pub async fn lock_order(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    order_id: &str,
+) -> Result<bool> {
+    if backend != Backend::Postgres {
+        return Ok(true);
+    }
+    Ok(
+        sqlx::query("SELECT id FROM order_summaries WHERE id = $1 FOR UPDATE")
+            .bind(order_id)
+            .fetch_optional(conn)
+            .await?
+            .is_some(),
+    )
+}
+
+/// What earlier admissions of the order and of the credit memo hold.
+pub async fn admitted(
+    conn: &mut AnyConnection,
+    order_id: &str,
+    credit_memo_id: Option<&str>,
+) -> Result<(i64, i64)> {
+    let order: Option<i64> =
+        sqlx::query_scalar("SELECT admitted_amount FROM order_summaries WHERE id = $1")
+            .bind(order_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let memo: Option<i64> = match credit_memo_id {
+        None => None,
+        Some(id) => {
+            sqlx::query_scalar("SELECT admitted_amount FROM credit_memos WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?
+        }
+    };
+    Ok((order.unwrap_or(0), memo.unwrap_or(0)))
+}
+
+/// Sets `amount` aside on the order, only while its payment summaries have that much
+/// available beyond what is already set aside. False (and nothing changed) if not.
+pub async fn admit_on_order(conn: &mut AnyConnection, order_id: &str, amount: i64) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE order_summaries SET admitted_amount = admitted_amount + $1 \
+         WHERE id = $2 AND admitted_amount + $1 <= (SELECT COALESCE(SUM(CASE \
+             WHEN captured_amount - refunded_amount - pending_refund_amount > 0 \
+             THEN captured_amount - refunded_amount - pending_refund_amount ELSE 0 END), 0) \
+           FROM order_payment_summaries WHERE order_summary_id = $2)",
+    )
+    .bind(amount)
+    .bind(order_id)
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Sets `amount` of a credit memo's balance aside, only while the balance covers it
+/// beyond what is already set aside. False (and nothing changed) if not.
+pub async fn admit_on_credit_memo(conn: &mut AnyConnection, id: &str, amount: i64) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE credit_memos SET admitted_amount = admitted_amount + $1 \
+         WHERE id = $2 AND balance - admitted_amount >= $1",
+    )
+    .bind(amount)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// What an operation's admission set aside, as recorded on its row. `None`: the
+/// operation was admitted without setting money aside (before this existed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub order_id: String,
+    pub amount: i64,
+    pub credit_memo: Option<(String, i64)>,
+}
+
+/// Clears the operation's record of what its admission set aside and gives it back to
+/// the order and the credit memo: in the plan transaction (which then reserves legs
+/// instead) or when the operation ends before planning. Once: a second call finds
+/// nothing held. Answers what was held.
+async fn give_back(conn: &mut AnyConnection, operation_id: &str, now: i64) -> Result<Option<Held>> {
+    let Some(row) = sqlx::query(
+        "SELECT parent_key, admitted_amount, admitted_credit_memo_id, admitted_credit_memo_amount \
+         FROM background_operations WHERE id = $1 AND planned_at IS NULL AND admitted_amount IS NOT NULL",
+    )
+    .bind(operation_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let held = Held {
+        order_id: row.try_get(0)?,
+        amount: row.try_get(1)?,
+        credit_memo: match row.try_get::<Option<String>, _>(2)? {
+            Some(id) => Some((id, row.try_get::<Option<i64>, _>(3)?.unwrap_or(0))),
+            None => None,
+        },
+    };
+    let r = sqlx::query(
+        "UPDATE background_operations SET admitted_amount = 0, admitted_credit_memo_amount = 0 \
+         WHERE id = $1 AND planned_at IS NULL AND admitted_amount = $2",
+    )
+    .bind(operation_id)
+    .bind(held.amount)
+    .execute(&mut *conn)
+    .await?;
+    expect_one(r, || {
+        format!("admission of background operation {operation_id}")
+    })?;
+    if held.amount > 0 {
+        let r = sqlx::query(
+            "UPDATE order_summaries SET admitted_amount = admitted_amount - $1, last_modified_date = $2 \
+             WHERE id = $3 AND admitted_amount >= $1",
+        )
+        .bind(held.amount)
+        .bind(now)
+        .bind(&held.order_id)
+        .execute(&mut *conn)
+        .await?;
+        expect_one(r, || {
+            format!("order summary {} holding {}", held.order_id, held.amount)
+        })?;
+    }
+    if let Some((cm, amount)) = &held.credit_memo {
+        if *amount > 0 {
+            let r = sqlx::query(
+                "UPDATE credit_memos SET admitted_amount = admitted_amount - $1, last_modified_date = $2 \
+                 WHERE id = $3 AND admitted_amount >= $1",
+            )
+            .bind(*amount)
+            .bind(now)
+            .bind(cm)
+            .execute(&mut *conn)
+            .await?;
+            expect_one(r, || format!("credit memo {cm} holding {amount}"))?;
+        }
+    }
+    Ok(Some(held))
+}
+
+/// The operation ended before planning: what its admission set aside goes back.
+pub async fn release(conn: &mut AnyConnection, operation_id: &str, now: i64) -> Result<()> {
+    give_back(conn, operation_id, now).await.map(drop)
+}
+
+/// In the plan transaction: what the admission set aside is handed over to the plan,
+/// which reserves it leg by leg. `None` for an operation admitted without setting aside.
+pub async fn take_for_plan(
+    conn: &mut AnyConnection,
+    operation_id: &str,
+    now: i64,
+) -> Result<Option<Held>> {
+    give_back(conn, operation_id, now).await
+}
