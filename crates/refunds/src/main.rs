@@ -13,6 +13,8 @@ use refunds_queue::{QueueConfig, Runner};
 use refunds_store::Db;
 use tokio::sync::watch;
 
+mod bench;
+
 #[derive(Parser)]
 #[command(
     name = "refunds",
@@ -88,6 +90,9 @@ enum Command {
         #[command(flatten)]
         database: Database,
     },
+    /// Measure the service beside the machine's own limits: `serve` child processes on a
+    /// scratch database, a table of figures and JSON.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -132,7 +137,8 @@ impl Database {
 struct Common {
     #[command(flatten)]
     database: Database,
-    /// Background operations run at once by this process.
+    /// Background operations run at once by this process. `serve --workers 0` runs the HTTP
+    /// API alone: operations queue up until a process with workers runs.
     #[arg(long, env = "REFUNDS_WORKERS", default_value_t = 32)]
     workers: usize,
     /// `smallest-covering` (current Salesforce rule) or `largest-first` (older Flow rule).
@@ -175,10 +181,9 @@ struct Common {
 impl Common {
     fn queue_config(&self) -> anyhow::Result<QueueConfig> {
         let allocation: AllocationRule = self.allocation.parse().map_err(anyhow::Error::msg)?;
-        anyhow::ensure!(self.workers > 0, "--workers must be at least 1");
         anyhow::ensure!(self.lease_ms >= 100, "--lease-ms must be at least 100");
         Ok(QueueConfig {
-            concurrency: self.workers,
+            concurrency: self.workers.max(1),
             lease: Duration::from_millis(self.lease_ms),
             retry_limit: self.retry_limit.max(0),
             retry_backoff: Duration::from_millis(self.retry_backoff_ms),
@@ -308,7 +313,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             database.open().await?;
             println!("database migrated");
         }
+        Command::Bench(args) => bench::run(args).await?,
         Command::Worker { common } => {
+            anyhow::ensure!(common.workers > 0, "--workers must be at least 1");
             let db = common.database.open().await?;
             let shutdown = shutdown_signal();
             common.serve_metrics(&db, &shutdown).await?;
@@ -335,7 +342,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let shutdown = shutdown_signal();
             common.serve_metrics(&db, &shutdown).await?;
             let runner = Runner::new(db.clone(), queue.clone(), common.registry());
-            let workers = tokio::spawn(runner.run(shutdown.clone()));
+            let workers = (common.workers > 0).then(|| tokio::spawn(runner.run(shutdown.clone())));
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
@@ -364,7 +371,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .await?;
                 }
             }
-            workers.await?;
+            if let Some(workers) = workers {
+                workers.await?;
+            }
         }
     }
     Ok(())
