@@ -58,14 +58,17 @@ fn quick(dir: &Path, extra: &[&str]) -> (Value, String, u32) {
     )
 }
 
-fn num(v: &Value, path: &str) -> f64 {
-    let mut at = v;
-    for key in path.split('.') {
-        at = match key.parse::<usize>() {
+/// The value at a dotted path (`enqueue.0.drain`).
+fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
+    path.split('.')
+        .fold(v, |at, key| match key.parse::<usize>() {
             Ok(i) => &at[i],
             Err(_) => &at[key],
-        };
-    }
+        })
+}
+
+fn num(v: &Value, path: &str) -> f64 {
+    let at = at(v, path);
     at.as_f64()
         .unwrap_or_else(|| panic!("{path} is not a number in the report: {at}"))
 }
@@ -77,8 +80,7 @@ fn positive(v: &Value, path: &str) -> f64 {
 }
 
 fn finished(v: &Value, path: &str) {
-    let b = &v[path.split('.').next().unwrap()];
-    let b = path.split('.').skip(1).fold(b, |at, k| &at[k]);
+    let b = at(v, path);
     assert_eq!(b["finished"], true, "{path} did not finish: {}", b["note"]);
     assert!(b["note"].is_null(), "{path}: {}", b["note"]);
 }
@@ -140,6 +142,15 @@ fn check(r: &Value, database: &str) {
     }
 
     // The small backlog is built and drained whole; CPU time and memory are read.
+    for phase in [
+        "backlog_small",
+        "slow_provider",
+        "recovery",
+        "start_latency",
+        "backlog_large",
+    ] {
+        assert_eq!(r[phase]["queued_at_start"], 0, "{phase} began with a queue");
+    }
     let small = &r["backlog_small"];
     assert_eq!(small["operations"], r["settings"]["backlog_small"]);
     assert_eq!(small["completed"], small["operations"]);
@@ -205,7 +216,8 @@ fn check(r: &Value, database: &str) {
 
     // Enqueue → start at half the sustained rate.
     let l = &r["start_latency"];
-    positive(r, "start_latency.operations");
+    let started = positive(r, "start_latency.operations");
+    assert!(started <= positive(r, "start_latency.submitted"));
     assert!(
         (num(r, "start_latency.offered_per_second") - num(r, "sustained.offered_per_second") / 2.0)
             .abs()
@@ -320,4 +332,23 @@ fn bad_flags_are_refused_before_anything_runs() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
         assert!(out.stdout.is_empty(), "{args:?} printed figures");
     }
+}
+
+/// `serve --workers 0` is how the bench pauses the workers; `worker` without workers is a
+/// mistake.
+#[test]
+fn a_worker_process_still_needs_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("w.db").display());
+    let out = Command::new(env!("CARGO_BIN_EXE_refunds"))
+        .args(["worker", "--workers", "0", "--database-url", &url])
+        .env("REFUNDS_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--workers must be at least 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

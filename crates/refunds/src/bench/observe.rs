@@ -162,6 +162,18 @@ impl Observer {
         Ok(w)
     }
 
+    /// Operations submitted at or after `since_ms` that have started.
+    pub async fn started_since(&self, since_ms: i64) -> anyhow::Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM background_operations \
+             WHERE submitted_at >= $1 AND started_at IS NOT NULL",
+        )
+        .bind(since_ms)
+        .fetch_one(self.db.pool())
+        .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// Operations completed with `FinishedAt` in `[from_ms, to_ms)`.
     pub async fn completed_between(&self, from_ms: i64, to_ms: i64) -> anyhow::Result<u64> {
         let n: i64 = sqlx::query_scalar(

@@ -234,6 +234,7 @@ async fn backlog(
     latency_ms: u64,
     reference: f64,
 ) -> anyhow::Result<(BacklogRun, Serve, Api)> {
+    let queued_at_start = b.observer.unfinished().await?;
     let since_ms = now_ms();
     tracing::info!(operations, "building a backlog, workers off");
     let (builder, api) = b.serve(0, latency_ms).await?;
@@ -250,6 +251,12 @@ async fn backlog(
     .await;
     let build_peak_rss_mib = builder.peak_rss_mib();
     builder.kill()?;
+    // The premise of the phase: nothing ran while the backlog was built.
+    let started = b.observer.started_since(since_ms).await?;
+    anyhow::ensure!(
+        started == 0,
+        "{started} operations started while `serve --workers 0` built the backlog"
+    );
 
     tracing::info!(operations = built.ok, workers, latency_ms, "draining it");
     let drain_from_ms = now_ms();
@@ -260,6 +267,7 @@ async fn backlog(
     let window = b.observer.window(since_ms).await?;
     let per_second = window.per_second();
     let figures = Backlog {
+        queued_at_start,
         operations: built.ok,
         build_per_second: built.per_second(),
         build_errors: built.errors,
@@ -436,19 +444,23 @@ async fn start_latency(
     let per_second = (sustained_rate / 2.0).max(1.0);
     tracing::info!(per_second, "enqueue → start latency");
     b.observer.drained(b.s.drain_bound()).await?;
+    let queued_at_start = b.observer.unfinished().await?;
     let from_ms = now_ms();
     let run = Duration::from_secs_f64(b.s.latency_secs);
-    open_loop(api, orders, per_second, run, MAX_IN_FLIGHT).await;
+    let load = open_loop(api, orders, per_second, run, MAX_IN_FLIGHT).await;
     let to_ms = now_ms() + 1;
     let drained = b.observer.drained(b.s.drain_bound()).await?;
     let latencies = b.observer.start_latencies_ms(from_ms, to_ms).await?;
+    let some = |p: f64| (!latencies.is_empty()).then(|| percentile(&latencies, p));
     Ok(StartLatency {
+        queued_at_start,
         offered_per_second: per_second,
         seconds: run.as_secs_f64(),
+        submitted: load.ok,
         operations: latencies.len() as u64,
-        p50_ms: percentile(&latencies, 0.5),
-        p99_ms: percentile(&latencies, 0.99),
-        max_ms: percentile(&latencies, 1.0),
+        p50_ms: some(0.5),
+        p99_ms: some(0.99),
+        max_ms: some(1.0),
         drain: Bounded::new(drained.finished, b.s.drain_bound().as_secs_f64(), || {
             format!("{} operations had not finished", drained.left)
         }),
@@ -460,6 +472,7 @@ async fn start_latency(
 async fn recovery(b: &mut Bench<'_>, orders: &Arc<Orders>) -> anyhow::Result<Recovery> {
     let (workers, latency_ms) = (b.s.workers, b.s.kill_latency_ms);
     tracing::info!(workers, latency_ms, "SIGKILL during provider calls");
+    let queued_at_start = b.observer.unfinished().await?;
     let (serve, api) = b.serve(workers, latency_ms).await?;
     let wanted = workers.min(orders.len()) as u64;
     let sent = closed_loop(
@@ -504,6 +517,7 @@ async fn recovery(b: &mut Bench<'_>, orders: &Arc<Orders>) -> anyhow::Result<Rec
     serve.kill()?;
     let since_kill = |t: Option<i64>| t.map_or(0.0, |t| (t - kill_ms).max(0) as f64 / 1000.0);
     Ok(Recovery {
+        queued_at_start,
         lease_ms: b.s.lease_ms,
         provider_latency_ms: latency_ms,
         operations: held.len() as u64,

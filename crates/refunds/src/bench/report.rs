@@ -75,6 +75,9 @@ pub struct Enqueue {
 
 #[derive(Debug, Serialize)]
 pub struct Backlog {
+    /// Operations of earlier phases still unfinished when this one began (they compete
+    /// with this phase's own; 0 unless an earlier drain ran out of time).
+    pub queued_at_start: u64,
     pub operations: u64,
     /// Built through the API by `serve --workers 0`.
     pub build_per_second: f64,
@@ -138,13 +141,17 @@ pub struct Sustained {
 
 #[derive(Debug, Serialize)]
 pub struct StartLatency {
+    pub queued_at_start: u64,
     pub offered_per_second: f64,
     pub seconds: f64,
-    /// Operations whose `StartedAt − SubmittedAt` was read.
+    /// Operations accepted during the run.
+    pub submitted: u64,
+    /// Of those, the ones that had started by the end of the drain: their
+    /// `StartedAt − SubmittedAt` makes the percentiles (none when nothing started).
     pub operations: u64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
     pub drain: Bounded,
 }
 
@@ -159,6 +166,7 @@ pub struct SlowProvider {
 
 #[derive(Debug, Serialize)]
 pub struct Recovery {
+    pub queued_at_start: u64,
     pub lease_ms: u64,
     pub provider_latency_ms: u64,
     /// Operations the killed process was running (its workers were all in provider calls).
@@ -210,15 +218,12 @@ pub fn table(r: &Report) -> String {
             errors_note(e.errors, &e.first_error, &e.drain),
         );
     }
-    for (name, b) in [("backlog", &r.backlog_small), ("backlog", &r.backlog_large)] {
+    for b in [&r.backlog_small, &r.backlog_large] {
         row(
-            format!("completed, {name} of {}", b.operations),
+            format!("completed, backlog of {}", b.operations),
             format!("{:.0}/s ({} done)", b.per_second, b.completed),
             ratio(b.ratio),
-            [status(&b.build), status(&b.drain)]
-                .join(" ")
-                .trim()
-                .to_string(),
+            backlog_note(b),
         );
     }
     let s = &r.sustained;
@@ -238,9 +243,12 @@ pub fn table(r: &Report) -> String {
     let l = &r.start_latency;
     row(
         format!("enqueue → start at {:.0}/s", l.offered_per_second),
-        format!("p50 {:.0} ms  p99 {:.0} ms", l.p50_ms, l.p99_ms),
+        match (l.p50_ms, l.p99_ms) {
+            (Some(p50), Some(p99)) => format!("p50 {p50:.0} ms  p99 {p99:.0} ms"),
+            _ => format!("none started ({} submitted)", l.submitted),
+        },
         String::new(),
-        status(&l.drain),
+        notes(&[queued_note(l.queued_at_start), status(&l.drain)]),
     );
     let p = &r.slow_provider;
     row(
@@ -253,10 +261,7 @@ pub fn table(r: &Report) -> String {
             p.backlog.per_second, p.peak_calls_in_flight
         ),
         ratio(p.backlog.ratio),
-        [status(&p.backlog.build), status(&p.backlog.drain)]
-            .join(" ")
-            .trim()
-            .to_string(),
+        backlog_note(&p.backlog),
     );
     row(
         "serve CPU per 1,000 refunds".to_string(),
@@ -278,10 +283,11 @@ pub fn table(r: &Report) -> String {
             k.running_again_seconds, k.restart_seconds, k.finished_seconds
         ),
         String::new(),
-        [status(&k.restarted), status(&k.drain)]
-            .join(" ")
-            .trim()
-            .to_string(),
+        notes(&[
+            queued_note(k.queued_at_start),
+            status(&k.restarted),
+            status(&k.drain),
+        ]),
     );
     let width = |f: fn(&(String, String, String, String)) -> &String| {
         rows.iter().map(|r| f(r).chars().count()).max().unwrap_or(0)
@@ -308,6 +314,26 @@ pub fn table(r: &Report) -> String {
         r.backlog_large.operations, r.backlog_small.operations, r.large_to_small, r.seconds
     );
     out
+}
+
+fn notes(parts: &[String]) -> String {
+    parts.join(" ").trim().to_string()
+}
+
+fn queued_note(queued: u64) -> String {
+    if queued > 0 {
+        format!("began with {queued} operations of earlier phases unfinished;")
+    } else {
+        String::new()
+    }
+}
+
+fn backlog_note(b: &Backlog) -> String {
+    notes(&[
+        queued_note(b.queued_at_start),
+        status(&b.build),
+        status(&b.drain),
+    ])
 }
 
 fn errors_note(errors: u64, first: &Option<String>, drain: &Bounded) -> String {
