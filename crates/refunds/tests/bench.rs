@@ -287,9 +287,9 @@ async fn a_quick_bench_on_postgres_reports_every_figure_and_drops_its_database()
         eprintln!("notice: REFUNDS_TEST_POSTGRES_URL is not set; skipping a PostgreSQL test");
         return;
     };
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let (report, stdout, pid) = tokio::task::block_in_place(|| {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         quick(
             dir.path(),
             &["--database", "postgres", "--postgres-url", &url],
