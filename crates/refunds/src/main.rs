@@ -14,6 +14,8 @@ use refunds_queue::{QueueConfig, Runner};
 use refunds_store::Db;
 use tokio::sync::watch;
 
+mod bench;
+
 #[derive(Parser)]
 #[command(
     name = "refunds",
@@ -99,6 +101,9 @@ enum Command {
         #[command(flatten)]
         database: Database,
     },
+    /// Measure the service beside the machine's own limits: `serve` child processes on a
+    /// scratch database, a table of figures and JSON.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -153,7 +158,8 @@ impl Database {
 struct Common {
     #[command(flatten)]
     database: Database,
-    /// Background operations run at once by this process.
+    /// Background operations run at once by this process. `serve --workers 0` runs the HTTP
+    /// API alone: operations queue up until a process with workers runs.
     #[arg(long, env = "REFUNDS_WORKERS", default_value_t = 32)]
     workers: usize,
     /// `smallest-covering` (current Salesforce rule) or `largest-first` (older Flow rule).
@@ -215,14 +221,13 @@ struct Common {
 impl Common {
     fn queue_config(&self) -> anyhow::Result<QueueConfig> {
         let allocation: AllocationRule = self.allocation.parse().map_err(anyhow::Error::msg)?;
-        anyhow::ensure!(self.workers > 0, "--workers must be at least 1");
         anyhow::ensure!(self.lease_ms >= 100, "--lease-ms must be at least 100");
         anyhow::ensure!(
             self.reconcile_concurrency > 0,
             "--reconcile-concurrency must be at least 1"
         );
         Ok(QueueConfig {
-            concurrency: self.workers,
+            concurrency: self.workers.max(1),
             lease: Duration::from_millis(self.lease_ms),
             retry_limit: self.retry_limit.max(0),
             retry_backoff: Duration::from_millis(self.retry_backoff_ms),
@@ -374,7 +379,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             database.open().await?;
             println!("database migrated");
         }
+        Command::Bench(args) => bench::run(args).await?,
         Command::Worker { common } => {
+            anyhow::ensure!(common.workers > 0, "--workers must be at least 1");
             let db = common.database.open().await?;
             let shutdown = shutdown_signal();
             let runner = Runner::new(db.clone(), common.queue_config()?, common.registry()?);
@@ -411,9 +418,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             refunds_api::security::warn(&violations);
             let runner = Runner::new(db.clone(), queue.clone(), registry);
             common.serve_metrics(&db, &runner, &shutdown).await?;
-            // Fails here, before serving, if another process runs workers on this SQLite file.
-            let runner = runner.start().await?;
-            let workers = tokio::spawn(runner.run(shutdown.clone()));
+            // `--workers 0` serves the API alone: no worker lock, no claims.
+            let workers = if common.workers > 0 {
+                // Fails here, before serving, if another process runs workers on this SQLite file.
+                let runner = runner.start().await?;
+                Some(tokio::spawn(runner.run(shutdown.clone())))
+            } else {
+                None
+            };
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
@@ -435,7 +447,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             refunds_api::server::serve(listener, router(state), limits, tls, shutdown.clone())
                 .await;
-            workers.await??;
+            if let Some(workers) = workers {
+                workers.await??;
+            }
         }
     }
     Ok(())
