@@ -497,7 +497,10 @@ pub async fn token(
         );
     }
     let password_grant = grant == "password";
-    if field("client_id").len() > MAX_NAME_LEN || field("username").len() > MAX_NAME_LEN {
+    // A name no principal can have (too long, or holding a NUL, which PostgreSQL cannot
+    // even compare) is refused without a look-up.
+    let impossible = |name: &str| name.len() > MAX_NAME_LEN || name.contains('\0');
+    if impossible(field("client_id")) || impossible(field("username")) {
         return invalid_client();
     }
     let auth = &state.auth;

@@ -352,6 +352,9 @@ fn refused(refusal: Refusal, order_id: &SfId) -> ApiError {
         Refusal::NotPositive => invalid_input("excessFundsAmount must be greater than 0"),
         Refusal::Negative => invalid_input("sequences.amount must not be negative"),
         Refusal::TooLarge => invalid_input("The requested amount is too large"),
+        Refusal::AvailableTooLarge => {
+            invalid_input("The order's available amounts are too large to add up")
+        }
         Refusal::ExceedsAvailable {
             requested,
             available,

@@ -424,7 +424,28 @@ async fn overlong_names_are_refused_without_a_look_up(backend: Backend) {
     assert_eq!(app.auth.verifications(SecretKind::ClientSecret), before + 1);
 }
 
+/// A NUL in a client id or username (PostgreSQL cannot even compare such text) is a refused
+/// login, not a 500 — found by the schema-driven contract test.
+async fn names_holding_a_nul_are_refused_without_a_look_up(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let (id, secret) = client(&app, "nul-check").await;
+    for form in [
+        client_grant("a%00b", "s"),
+        password_grant(&id, &secret, "user%00name", "p"),
+    ] {
+        let (status, body) = login(&app, form, Some("192.0.2.9"), None).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_client")),
+            "{body}"
+        );
+    }
+}
+
 backend_tests!(
+    names_holding_a_nul_are_refused_without_a_look_up,
     thirty_concurrent_wrong_client_secrets_check_at_most_ten,
     thirty_concurrent_wrong_passwords_check_at_most_ten,
     concurrent_right_logins_all_succeed,

@@ -59,6 +59,8 @@ pub enum Refusal {
     Negative,
     #[error("the requested amount is too large")]
     TooLarge,
+    #[error("the order's available amounts are too large to add up")]
+    AvailableTooLarge,
     #[error("the amount to refund ({requested}) exceeds what is available ({available})")]
     ExceedsAvailable {
         requested: i64,
@@ -185,7 +187,7 @@ pub async fn admit(
         .summaries
         .iter()
         .try_fold(0i64, |sum, s| sum.checked_add(s.available))
-        .ok_or(Refusal::TooLarge)?
+        .ok_or(Refusal::AvailableTooLarge)?
         .saturating_sub(order_held)
         .max(0);
     let admitted = refunds_domain::admit(&AdmissionRequest {

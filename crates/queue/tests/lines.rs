@@ -297,11 +297,10 @@ async fn a_hanging_provider_call_does_not_hold_up_the_next_refund(backend: Backe
         return;
     };
     let stripe = HangingStripe::start(1111).await;
-    let env = format!("REFUNDS_TEST_STRIPE_KEY_LINES_{backend:?}").to_uppercase();
+    let env = format!("REFUNDS_SECRET_TEST_STRIPE_KEY_LINES_{backend:?}").to_uppercase();
     std::env::set_var(&env, "sk_test_lines");
     let gateway = app
-        .create(
-            "PaymentGateway",
+        .gateway(
             json!({"PaymentGatewayName": "Stripe (hanging)", "ProviderType": "Stripe",
                    "BaseUrl": stripe.base_url, "MerchantCredentialEnv": env, "TimeoutMs": 60000}),
         )
