@@ -55,14 +55,24 @@ pub async fn query(
     let version = ApiVersion::parse(&version)?;
     // (the Query extractor decodes form-style, so `+` is already a space here)
     let Query(params) = params?;
+    first_batch(&state, version, &params, &headers).await
+}
+
+/// The first batch of the query `q` names, whether it came in the URL or in a form body.
+async fn first_batch(
+    state: &AppState,
+    version: ApiVersion,
+    params: &QueryParams,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let text = params
         .q
         .as_deref()
         .filter(|q| !q.trim().is_empty())
         .ok_or_else(|| malformed("A query string has to be specified"))?;
-    let batch = batch_size(&headers)?;
+    let batch = batch_size(headers)?;
     answer(
-        &state,
+        state,
         version,
         Cursor {
             text,
@@ -90,22 +100,7 @@ pub async fn query_posted(
             e.body_text()
         ))
     })?;
-    let text = params
-        .q
-        .as_deref()
-        .filter(|q| !q.trim().is_empty())
-        .ok_or_else(|| malformed("A query string has to be specified"))?;
-    let batch = batch_size(&headers)?;
-    answer(
-        &state,
-        version,
-        Cursor {
-            text,
-            offset: 0,
-            batch,
-        },
-    )
-    .await
+    first_batch(&state, version, &params, &headers).await
 }
 
 /// `…/query/{locator}`: the next batch of an earlier answer (its `nextRecordsUrl`).

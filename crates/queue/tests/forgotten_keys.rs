@@ -8,8 +8,7 @@
 
 use std::time::Duration;
 
-use refunds_gateway::{Provider, RefundRequest, Registry, SimulatorConfig};
-use refunds_queue::Runner;
+use refunds_gateway::{Provider, RefundRequest, SimulatorConfig};
 use refunds_store::{now_ms, ops};
 use refunds_testkit::{backend_tests, fast_config, Backend, TestApp, V};
 use serde_json::{json, Value};
@@ -40,30 +39,7 @@ async fn interrupted(app: &TestApp, amount: &str) -> Interrupted {
     let op = app
         .ensure(&order, json!({"excessFundsAmount": amount}))
         .await;
-    let slow = Registry::new(
-        SimulatorConfig {
-            latency: Duration::from_secs(30),
-            ..SimulatorConfig::default()
-        },
-        refunds_gateway::HostPolicy::with_loopback(),
-    )
-    .expect("registry");
-    let doomed = Runner::new(app.db.clone(), fast_config(), slow);
-    let task = tokio::spawn(async move { doomed.run_once().await });
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while app
-        .scalar("SELECT COUNT(*) FROM payment_gateway_logs WHERE interaction_status = 'Initiated'")
-        .await
-        == 0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the worker never called the provider"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    task.abort();
-    let _ = task.await;
+    app.kill_worker_mid_call(fast_config()).await;
     let refunds = app.refunds_of(&op).await;
     assert_eq!(refunds.len(), 1);
     assert_eq!(refunds[0]["Status"], "Draft");

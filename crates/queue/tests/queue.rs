@@ -437,31 +437,8 @@ async fn a_refund_interrupted_mid_call_is_redriven_with_the_same_key(backend: Ba
     let op = app
         .ensure(&order, json!({"excessFundsAmount": 12.34}))
         .await;
-    let slow = Registry::new(
-        SimulatorConfig {
-            latency: Duration::from_secs(30),
-            ..SimulatorConfig::default()
-        },
-        refunds_gateway::HostPolicy::with_loopback(),
-    )
-    .expect("registry");
-    let doomed = Runner::new(app.db.clone(), fast_config(), slow);
-    let task = tokio::spawn(async move { doomed.run_once().await });
-    // Wait for the Initiated log row: the worker is now inside the provider call.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while app
-        .scalar("SELECT COUNT(*) FROM payment_gateway_logs WHERE interaction_status = 'Initiated'")
-        .await
-        == 0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the worker never called the provider"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    task.abort();
-    let _ = task.await;
+    // The worker dies inside the provider call.
+    app.kill_worker_mid_call(fast_config()).await;
     let refunds = app.refunds_of(&op).await;
     assert_eq!(refunds.len(), 1);
     assert_eq!(

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{cli, database_url, field, free_port, Server};
+use common::{cli, database_url, field, free_port, simulator, Server};
 use serde_json::{json, Value};
 
 /// `refunds serve` on `db`, its stderr (the log) written to `log`.
@@ -50,24 +50,6 @@ async fn healthy(http: &reqwest::Client, base: &str) {
         }
         assert!(Instant::now() < deadline, "serve did not become healthy");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn simulator(port: u16, ledger: &Path) -> Server {
-    let child = Command::new(env!("CARGO_BIN_EXE_refunds"))
-        .args(["simulator", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--ledger")
-        .arg(ledger)
-        .env("REFUNDS_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start refunds simulator");
-    Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        token: String::new(),
     }
 }
 

@@ -4,10 +4,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{cli, client_token, field, free_port, Server};
+use common::{cli, client_token, field, free_port, simulator, Server};
 use serde_json::{json, Value};
 
 async fn serve(db: &Path, env: &[(&str, &str)]) -> Server {
@@ -239,24 +239,6 @@ fn credentials_are_the_only_output_on_stdout() {
     );
 }
 
-fn simulator_process(port: u16, ledger: &Path) -> Server {
-    let child = Command::new(env!("CARGO_BIN_EXE_refunds"))
-        .args(["simulator", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--ledger")
-        .arg(ledger)
-        .env("REFUNDS_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start refunds simulator");
-    Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        token: String::new(),
-    }
-}
-
 async fn create_refund(base: &str, key: &str) -> Option<Value> {
     let r = reqwest::Client::new()
         .post(format!("{base}/v1/refunds"))
@@ -290,13 +272,13 @@ async fn the_simulator_keeps_its_ledger_across_a_kill() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger.db");
     let port = free_port();
-    let mut first = simulator_process(port, &ledger);
+    let mut first = simulator(port, &ledger);
     let refund = until_up(&first.base, "0RfKEY1").await;
     assert_eq!(refund["status"], "succeeded");
     first.child.kill().unwrap(); // SIGKILL
     first.child.wait().unwrap();
 
-    let second = simulator_process(port, &ledger);
+    let second = simulator(port, &ledger);
     let replay = until_up(&second.base, "0RfKEY1").await;
     assert_eq!(
         replay["id"], refund["id"],

@@ -491,6 +491,38 @@ impl TestApp {
             .expect("ids query")
     }
 
+    /// Starts a worker (with `config`) whose provider takes 30 s, waits until it is inside
+    /// the provider call (the `Initiated` log row is written), and kills it there: its
+    /// refunds are left `Draft` with their keys and their money reserved, as after a crash.
+    pub async fn kill_worker_mid_call(&self, config: QueueConfig) {
+        let slow = Registry::new(
+            SimulatorConfig {
+                latency: Duration::from_secs(30),
+                ..SimulatorConfig::default()
+            },
+            HostPolicy::with_loopback(),
+        )
+        .expect("registry");
+        let doomed = Runner::new(self.db.clone(), config, slow);
+        let task = tokio::spawn(async move { doomed.run_once().await });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self
+            .scalar(
+                "SELECT COUNT(*) FROM payment_gateway_logs WHERE interaction_status = 'Initiated'",
+            )
+            .await
+            == 0
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the worker never called the provider"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        task.abort();
+        let _ = task.await;
+    }
+
     /// The refunds of an operation, as API records, by leg.
     pub async fn refunds_of(&self, operation_id: &str) -> Vec<Value> {
         let ids = self

@@ -144,3 +144,22 @@ pub fn trusting(pem: &str) -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// `refunds simulator` on `port`, its ledger in `ledger` (it survives a kill).
+pub fn simulator(port: u16, ledger: &Path) -> Server {
+    let child = Command::new(env!("CARGO_BIN_EXE_refunds"))
+        .args(["simulator", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--ledger")
+        .arg(ledger)
+        .env("REFUNDS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start refunds simulator");
+    Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        token: String::new(),
+    }
+}
