@@ -95,6 +95,8 @@ async fn crash_loop(backend: Backend) {
         (acknowledged, refused)
     });
 
+    // Refunds whose provider call was under way when their process was killed.
+    let mut in_flight = 0;
     for (after, delay) in kill_after.iter().zip(&delays) {
         progress
             .wait_for(|n| n >= after)
@@ -102,7 +104,8 @@ async fn crash_loop(backend: Backend) {
             .expect("the load runs");
         // The random moment: up to 300 ms on, while requests and refunds are in flight.
         tokio::time::sleep(Duration::from_millis(*delay)).await;
-        let generation = current.borrow().0;
+        let (generation, api) = current.borrow().clone();
+        in_flight += api.expect("up").drafts().await;
         current.send_replace((generation, None));
         server.child.kill().expect("SIGKILL serve");
         server.child.wait().expect("reap serve");
@@ -122,6 +125,11 @@ async fn crash_loop(backend: Backend) {
     assert!(
         !acknowledged.is_empty(),
         "seed {seed}: nothing was accepted"
+    );
+    eprintln!("seed {seed}: {in_flight} refunds in flight at the kills");
+    assert!(
+        kills == 0 || in_flight > 0,
+        "seed {seed}: no kill interrupted a refund"
     );
 
     let api = current.borrow().1.clone().expect("serve is up");

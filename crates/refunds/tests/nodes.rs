@@ -61,7 +61,7 @@ async fn a_worker_killed_mid_run_loses_and_doubles_nothing() {
 
     let mut doomed = books::worker(&db.url, &dir.path().join("worker-1.log"));
     let survivor = books::worker(&db.url, &dir.path().join("worker-2.log"));
-    // Mid-run: some operations done, most still running or queued.
+    // Mid-run: some operations done, others queued, refunds waiting for the provider.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut complete = 0;
@@ -71,7 +71,7 @@ async fn a_worker_killed_mid_run_loses_and_doubles_nothing() {
                 .await;
             complete += usize::from(bo["Status"] == "Complete");
         }
-        if complete > 0 {
+        if complete > 0 && api.drafts().await > 0 {
             assert!(
                 complete < ops.len(),
                 "seed {seed}: all done before the kill"

@@ -152,21 +152,33 @@ impl Api {
         .await
     }
 
-    async fn refunds_of(&self, summary: &str) -> Vec<Value> {
-        let q = format!(
-            "SELECT Id, Status, Amount, GatewayRefNumber FROM Refund WHERE OrderPaymentSummaryId = '{summary}'"
-        );
+    /// The records a SOQL query answers (its first page).
+    pub async fn query(&self, soql: &str) -> Vec<Value> {
         let r = self
             .http
             .get(format!("{}{V}/query", self.base))
-            .query(&[("q", q)])
+            .query(&[("q", soql)])
             .bearer_auth(&self.token)
             .send()
             .await
             .expect("an answer");
-        assert_eq!(r.status(), 200);
+        assert_eq!(r.status(), 200, "{soql}");
         let answer: Value = r.json().await.expect("json");
         answer["records"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// How many refunds are Draft: written, their provider call not answered yet.
+    pub async fn drafts(&self) -> usize {
+        self.query("SELECT Id FROM Refund WHERE Status = 'Draft'")
+            .await
+            .len()
+    }
+
+    async fn refunds_of(&self, summary: &str) -> Vec<Value> {
+        self.query(&format!(
+            "SELECT Id, Status, Amount, GatewayRefNumber FROM Refund WHERE OrderPaymentSummaryId = '{summary}'"
+        ))
+        .await
     }
 }
 
