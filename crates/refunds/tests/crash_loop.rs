@@ -95,7 +95,8 @@ async fn crash_loop(backend: Backend) {
         (acknowledged, refused)
     });
 
-    // Refunds whose provider call was under way when their process was killed.
+    // Draft refunds (planned, their provider answer not yet recorded) at each kill; one
+    // still Draft at several kills counts at each.
     let mut in_flight = 0;
     for (after, delay) in kill_after.iter().zip(&delays) {
         progress
@@ -126,7 +127,7 @@ async fn crash_loop(backend: Backend) {
         !acknowledged.is_empty(),
         "seed {seed}: nothing was accepted"
     );
-    eprintln!("seed {seed}: {in_flight} refunds in flight at the kills");
+    eprintln!("seed {seed}: {in_flight} Draft refunds counted at the kills");
     assert!(
         kills == 0 || in_flight > 0,
         "seed {seed}: no kill interrupted a refund"
