@@ -84,7 +84,16 @@ async fn a_worker_killed_mid_run_loses_and_doubles_nothing() {
     doomed.child.kill().expect("SIGKILL a worker");
     doomed.child.wait().expect("reap the worker");
 
-    books::wait_final(&api, &ops, &charges, Duration::from_secs(90), seed).await;
+    books::wait_final(
+        &api,
+        &db.db,
+        &ops,
+        &charges,
+        Duration::from_secs(90),
+        seed,
+        false,
+    )
+    .await;
     sim.child.kill().expect("stop the simulator");
     sim.child.wait().expect("reap the simulator");
     books::assert_books_equal_ledger(&api, &charges, &ledger, seed).await;

@@ -248,10 +248,21 @@ fn minor(v: &Value) -> i64 {
     (v.as_f64().unwrap_or_else(|| panic!("not money: {v}")) * 100.0).round() as i64
 }
 
-/// Waits (within `limit`) until every operation of `ops` is Complete and no refund of
-/// `charges` is Draft or Pending.
-pub async fn wait_final(api: &Api, ops: &[String], charges: &[Charge], limit: Duration, seed: u64) {
+/// Waits (within `limit`) until every operation of `ops` has finished and no refund of
+/// `charges` is Draft or Pending. Finished is Complete — or, with `given_up_allowed`, failed
+/// for good by the rescue limit (`refunds_queue::MAX_RESCUES`: its process died under it
+/// that often), which hands back what it held. Answers how many were given up.
+pub async fn wait_final(
+    api: &Api,
+    db: &refunds_store::Db,
+    ops: &[String],
+    charges: &[Charge],
+    limit: Duration,
+    seed: u64,
+    given_up_allowed: bool,
+) -> usize {
     let deadline = Instant::now() + limit;
+    let mut given_up = 0;
     for op in ops {
         loop {
             let bo = api
@@ -259,6 +270,21 @@ pub async fn wait_final(api: &Api, ops: &[String], charges: &[Charge], limit: Du
                 .await;
             if bo["Status"] == "Complete" {
                 break;
+            }
+            if given_up_allowed && bo["Status"] == "Error" {
+                let rescues: i64 = sqlx::query_scalar(
+                    "SELECT CAST(rescue_count AS BIGINT) FROM background_operations \
+                     WHERE id = $1 AND status = 'Error' AND retry_scheduled = 0",
+                )
+                .bind(op)
+                .fetch_optional(db.pool())
+                .await
+                .expect("the operation's row")
+                .unwrap_or(0);
+                if rescues > refunds_queue::MAX_RESCUES {
+                    given_up += 1;
+                    break;
+                }
             }
             assert!(Instant::now() < deadline, "seed {seed}: not finished: {bo}");
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -282,6 +308,7 @@ pub async fn wait_final(api: &Api, ops: &[String], charges: &[Charge], limit: Du
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    given_up
 }
 
 /// The checks, once everything is final and the simulator is stopped.
