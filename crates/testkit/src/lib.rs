@@ -49,6 +49,8 @@ macro_rules! backend_tests {
 /// A database that disappears with the test.
 pub struct TestDb {
     pub db: Db,
+    /// The database's URL, for processes that open it themselves.
+    pub url: String,
     _dir: Option<tempfile::TempDir>,
     pg: Option<(String, String)>,
 }
@@ -64,6 +66,7 @@ impl TestDb {
                 db.migrate().await.expect("migrate sqlite");
                 Some(TestDb {
                     db,
+                    url,
                     _dir: Some(dir),
                     pg: None,
                 })
@@ -84,6 +87,7 @@ impl TestDb {
                 db.migrate().await.expect("migrate postgres");
                 Some(TestDb {
                     db,
+                    url,
                     _dir: None,
                     pg: Some((admin, name)),
                 })

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this
 
+pub mod books;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -44,13 +46,24 @@ pub async fn spawn_serve(
     env: &[(&str, &str)],
     client: &reqwest::Client,
 ) -> Server {
+    spawn_serve_on(&database_url(db), scheme_host, args, env, client).await
+}
+
+/// [`spawn_serve`] on a database given by its URL (SQLite or PostgreSQL).
+pub async fn spawn_serve_on(
+    url: &str,
+    scheme_host: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    client: &reqwest::Client,
+) -> Server {
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_refunds"));
     cmd.arg("serve")
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--database-url")
-        .arg(database_url(db))
+        .arg(url)
         .args(args)
         .env("REFUNDS_LOG", "warn")
         .stdout(Stdio::null())
@@ -77,10 +90,15 @@ pub async fn spawn_serve(
 
 /// Runs a CLI command against `db` and answers its stdout; it must succeed.
 pub fn cli(db: &Path, args: &[&str]) -> String {
+    cli_on(&database_url(db), args)
+}
+
+/// [`cli`] on a database given by its URL.
+pub fn cli_on(url: &str, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_refunds"))
         .args(args)
         .arg("--database-url")
-        .arg(database_url(db))
+        .arg(url)
         .env("REFUNDS_LOG", "warn")
         .output()
         .expect("run the refunds CLI");
