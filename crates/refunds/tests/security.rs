@@ -124,7 +124,7 @@ async fn no_secret_reaches_the_log_the_database_or_an_answer() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("refunds.db");
     let log = dir.path().join("serve.log");
-    let sim = simulator(free_port(), &dir.path().join("ledger.db"));
+    let sim = simulator(free_port(), &dir.path().join("ledger.db"), &[]);
     let stripe_key = random_secret("sk_test_");
     let hmac_key = hex::encode(rand_bytes()).repeat(2).to_ascii_uppercase();
     let adyen_key = random_secret("AQE_");

@@ -272,13 +272,13 @@ async fn the_simulator_keeps_its_ledger_across_a_kill() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger.db");
     let port = free_port();
-    let mut first = simulator(port, &ledger);
+    let mut first = simulator(port, &ledger, &[]);
     let refund = until_up(&first.base, "0RfKEY1").await;
     assert_eq!(refund["status"], "succeeded");
     first.child.kill().unwrap(); // SIGKILL
     first.child.wait().unwrap();
 
-    let second = simulator(port, &ledger);
+    let second = simulator(port, &ledger, &[]);
     let replay = until_up(&second.base, "0RfKEY1").await;
     assert_eq!(
         replay["id"], refund["id"],

@@ -40,18 +40,8 @@ pub const NODE_ARGS: [&str; 10] = [
 /// connections.
 pub async fn simulator(ledger: &Path, latency_ms: u64) -> Server {
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_refunds"))
-        .args(["simulator", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--ledger")
-        .arg(ledger)
-        .arg("--latency-ms")
-        .arg(latency_ms.to_string())
-        .env("REFUNDS_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start refunds simulator");
+    let latency = latency_ms.to_string();
+    let server = super::simulator(port, ledger, &["--latency-ms", &latency]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -60,11 +50,7 @@ pub async fn simulator(ledger: &Path, latency_ms: u64) -> Server {
         assert!(Instant::now() < deadline, "the simulator did not come up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        token: String::new(),
-    }
+    server
 }
 
 /// `refunds worker` on `url`, its log in `log`.

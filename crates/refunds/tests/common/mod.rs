@@ -163,13 +163,15 @@ pub fn trusting(pem: &str) -> reqwest::Client {
         .unwrap()
 }
 
-/// `refunds simulator` on `port`, its ledger in `ledger` (it survives a kill).
-pub fn simulator(port: u16, ledger: &Path) -> Server {
+/// `refunds simulator` on `port`, its ledger in `ledger` (it survives a kill), with `extra`
+/// flags.
+pub fn simulator(port: u16, ledger: &Path, extra: &[&str]) -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_refunds"))
         .args(["simulator", "--listen"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--ledger")
         .arg(ledger)
+        .args(extra)
         .env("REFUNDS_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
