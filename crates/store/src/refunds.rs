@@ -4,6 +4,11 @@
 //! Every statement that moves money is conditional: a reservation only happens while
 //! enough is available, a refund only leaves `Draft` once. A caller that breaks the rules
 //! gets an error, never a wrong balance.
+//!
+//! A refund's status and reconciliation state change only here, and each such statement
+//! first asks the domain's lifecycle (`RefundState::with_status` / `with_reconcile`) for
+//! the move from the state its `WHERE` requires, then binds the texts it answers with:
+//! a move the lifecycle does not list is a `StoreError::Lifecycle`, never a row.
 
 use refunds_domain::{
     Currency, GatewayStatus, InteractionStatus, Money, ObjectType, ProcessExceptionStatus,
