@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use refunds_queue::reconcile_due;
+use refunds_testkit::ledger::{
+    assert_charge_matches, assert_each_made_once, assert_refund_matches,
+};
 use refunds_testkit::{backend_tests, fast_config, Backend, StripeSimulator, TestApp, V};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -274,14 +277,6 @@ fn env_number(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
-/// Minor units of a money value (`12.34` → 1234).
-fn minor(v: &Value) -> i64 {
-    let text = v.to_string();
-    let (whole, frac) = text.split_once('.').unwrap_or((&text, "0"));
-    let frac = format!("{frac:0<2}");
-    whole.parse::<i64>().expect("whole") * 100 + frac[..2].parse::<i64>().expect("cents")
-}
-
 /// The last two digits pick the simulator's answer (SPEC §4): mostly successes, and every
 /// row that ends on its own (96 and 97 stall or cut by themselves, which the proxy covers).
 fn cents(rng: &mut StdRng) -> i64 {
@@ -416,59 +411,15 @@ async fn faults_leave_the_books_equal_to_the_ledger(backend: Backend) {
     }
     // The provider's ledger.
     let ledger = sim.simulator.refunds().await.expect("ledger");
-    let mut made: HashMap<String, usize> = HashMap::new();
-    for row in &ledger {
-        let refund_id = row
-            .refund_id
-            .clone()
-            .expect("every refund carries its refund_id");
-        *made.entry(refund_id).or_default() += 1;
-    }
-    for (refund_id, times) in &made {
-        assert_eq!(*times, 1, "seed {seed}: {refund_id} was made {times} times");
-    }
-    for (id, refund) in &service {
-        let status = refund["Status"].as_str().unwrap_or("?");
-        let row = ledger.iter().find(|r| r.refund_id.as_deref() == Some(id));
-        let paid = row.is_some_and(|r| r.status == "succeeded");
-        match status {
-            "Processed" => {
-                let row =
-                    row.unwrap_or_else(|| panic!("seed {seed}: {id} Processed, not in the ledger"));
-                assert!(paid, "seed {seed}: {id} Processed but {}", row.status);
-                assert_eq!(row.amount, minor(&refund["Amount"]), "seed {seed}: {id}");
-                assert_eq!(
-                    refund["GatewayRefNumber"],
-                    json!(row.id),
-                    "seed {seed}: {id}"
-                );
-            }
-            "Canceled" => assert!(!paid, "seed {seed}: {id} Canceled but paid: {row:?}"),
-            other => panic!("seed {seed}: {id} left {other}"),
-        }
+    assert_each_made_once(&ledger, seed);
+    for refund in service.values() {
+        assert_refund_matches(&ledger, refund, seed);
     }
     // Every charge: the ledger's refunded total is the summary's, nothing stays reserved.
     let mut total = 0;
     for c in &charges {
-        let paid: i64 = ledger
-            .iter()
-            .filter(|r| r.payment.as_deref() == Some(c.charge.as_str()) && r.status == "succeeded")
-            .map(|r| r.amount)
-            .sum();
         let summary = app.record("OrderPaymentSummary", &c.summary).await;
-        assert_eq!(
-            minor(&summary["RefundedAmount"]),
-            paid,
-            "seed {seed}: {} refunded here vs at the provider",
-            c.charge
-        );
-        assert_eq!(
-            minor(&summary["PendingRefundAmount"]),
-            0,
-            "seed {seed}: {} still reserved",
-            c.charge
-        );
-        total += paid;
+        total += assert_charge_matches(&ledger, &c.charge, &summary, seed);
     }
     let (count, sum) = sim.simulator.settled().await.expect("settled");
     assert_eq!(sum, total, "seed {seed}");

@@ -9,6 +9,8 @@
 
 use std::time::{Duration, Instant};
 
+pub mod ledger;
+
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use axum::Router;

@@ -5,13 +5,15 @@
 //! once at the provider, each Processed refund in the ledger with its amount, per charge
 //! the ledger's total equal to the summary's RefundedAmount and nothing left reserved.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::Rng;
+use refunds_testkit::ledger::{
+    assert_charge_matches, assert_each_made_once, assert_refund_matches,
+};
 use serde_json::{json, Value};
 
 use super::{client_token, free_port, Server};
@@ -229,11 +231,6 @@ pub fn amount(rng: &mut StdRng) -> String {
     format!("{}.{cents:02}", rng.random_range(0..6))
 }
 
-/// Minor units of a money value.
-fn minor(v: &Value) -> i64 {
-    (v.as_f64().unwrap_or_else(|| panic!("not money: {v}")) * 100.0).round() as i64
-}
-
 /// Waits (within `limit`) until every operation of `ops` has finished and no refund of
 /// `charges` is Draft or Pending. Finished is Complete — or, with `given_up_allowed`, failed
 /// for good by the rescue limit (`refunds_queue::MAX_RESCUES`: its process died under it
@@ -303,57 +300,18 @@ pub async fn assert_books_equal_ledger(api: &Api, charges: &[Charge], ledger: &P
         .await
         .expect("open the ledger");
     let rows = sim.refunds().await.expect("ledger");
-    let mut made: HashMap<&str, usize> = HashMap::new();
-    for row in &rows {
-        let id = row
-            .refund_id
-            .as_deref()
-            .expect("every refund names its refund_id");
-        *made.entry(id).or_default() += 1;
-    }
-    for (id, times) in &made {
-        assert_eq!(*times, 1, "seed {seed}: {id} was made {times} times");
-    }
+    assert_each_made_once(&rows, seed);
     let settled = rows.iter().filter(|r| r.status == "succeeded").count();
     assert!(settled > 0, "seed {seed}: no refund reached the provider");
     let mut processed = 0;
     for c in charges {
         for refund in api.refunds_of(&c.summary).await {
-            let id = refund["Id"].as_str().expect("Id");
-            let row = rows.iter().find(|r| r.refund_id.as_deref() == Some(id));
-            let paid = row.is_some_and(|r| r.status == "succeeded");
-            match refund["Status"].as_str() {
-                Some("Processed") => {
-                    let row = row.unwrap_or_else(|| panic!("seed {seed}: {id} not in the ledger"));
-                    assert!(paid, "seed {seed}: {id} Processed but {}", row.status);
-                    assert_eq!(row.amount, minor(&refund["Amount"]), "seed {seed}: {id}");
-                    assert_eq!(refund["GatewayRefNumber"], json!(row.id), "seed {seed}");
-                    processed += 1;
-                }
-                Some("Canceled") => assert!(!paid, "seed {seed}: {id} Canceled but paid"),
-                other => panic!("seed {seed}: {id} left {other:?}"),
-            }
+            processed += usize::from(assert_refund_matches(&rows, &refund, seed));
         }
-        let paid: i64 = rows
-            .iter()
-            .filter(|r| r.payment.as_deref() == Some(c.charge.as_str()) && r.status == "succeeded")
-            .map(|r| r.amount)
-            .sum();
         let summary = api
             .get(&format!("/sobjects/OrderPaymentSummary/{}", c.summary))
             .await;
-        assert_eq!(
-            minor(&summary["RefundedAmount"]),
-            paid,
-            "seed {seed}: {} refunded here vs at the provider",
-            c.charge
-        );
-        assert_eq!(
-            minor(&summary["PendingRefundAmount"]),
-            0,
-            "seed {seed}: {} still reserved",
-            c.charge
-        );
+        assert_charge_matches(&rows, &c.charge, &summary, seed);
     }
     assert_eq!(
         processed, settled,
