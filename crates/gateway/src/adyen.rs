@@ -116,6 +116,11 @@ impl Provider for Adyen {
         }
     }
 
+    /// Settlement arrives by notification (`POST /webhooks/adyen`), never by polling.
+    fn polls_settlement(&self) -> bool {
+        false
+    }
+
     fn key_lifetime(&self) -> Option<Duration> {
         Some(KEY_LIFETIME)
     }

@@ -104,21 +104,19 @@ pub trait Provider: Send + Sync {
     async fn lookup(&self, request: &RefundRequest) -> Lookup;
     /// Whether a refund that settles later is followed by looking it up (true), or by the
     /// provider's notification (false).
-    fn polls_settlement(&self) -> bool {
-        false
-    }
+    ///
+    /// This and the two below have no default on purpose: a wrapper around another provider
+    /// (a limiter, a counter) that forgot to forward one would silently answer a default,
+    /// and a default key lifetime of "for ever" would skip the lookup before a re-send.
+    fn polls_settlement(&self) -> bool;
     /// How long the provider remembers an idempotency key after its first use (`None`: for
     /// ever). A request sent again later than this may be taken for a new refund, so a
     /// refund first sent that long ago is looked up before it is sent again.
-    fn key_lifetime(&self) -> Option<Duration> {
-        None
-    }
+    fn key_lifetime(&self) -> Option<Duration>;
     /// Whether [`Provider::lookup`] finds a refund by the reference the service put on it,
     /// however old its key (true); false when a lookup replays the request under its key
     /// (Adyen), which past [`Provider::key_lifetime`] proves nothing and could pay twice.
-    fn lookup_by_reference(&self) -> bool {
-        true
-    }
+    fn lookup_by_reference(&self) -> bool;
 }
 
 /// The gateway fields an adapter is chosen and configured by.

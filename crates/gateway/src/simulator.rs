@@ -323,8 +323,18 @@ impl Provider for Simulator {
         }
     }
 
+    /// It settles at once: nothing is left to poll.
+    fn polls_settlement(&self) -> bool {
+        false
+    }
+
     fn key_lifetime(&self) -> Option<Duration> {
         self.config.key_lifetime
+    }
+
+    /// Its lookup finds a refund by the reference it was sent with.
+    fn lookup_by_reference(&self) -> bool {
+        true
     }
 }
 
