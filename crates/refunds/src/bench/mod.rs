@@ -158,7 +158,7 @@ impl Settings {
             workers: a.workers,
             lease_ms: a.lease_ms.unwrap_or(if q { 2000 } else { 30_000 }),
             kill_latency_ms: 2000,
-            drain_timeout_secs: a.drain_timeout_secs.unwrap_or(if q { 10 } else { 180 }),
+            drain_timeout_secs: a.drain_timeout_secs.unwrap_or(if q { 30 } else { 180 }),
             build_timeout_secs: a.build_timeout_secs.unwrap_or(if q { 30 } else { 600 }),
             build_clients: 64,
         };
