@@ -17,9 +17,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use refunds_domain::SfResultCode;
 use refunds_gateway::adyen::{parse_notification, NotificationItem};
-use refunds_gateway::Outcome;
 use refunds_store::refunds::{find_refund_work, RefundWork};
 
 use crate::error::ApiError;
@@ -94,24 +92,7 @@ pub async fn adyen(
     }
     for (item, w) in verified {
         let success = item.succeeded();
-        let outcome = Outcome {
-            code: if success {
-                SfResultCode::Success
-            } else {
-                SfResultCode::Decline
-            },
-            gateway_result_code: Some(item.event_code.clone()),
-            message: Some(match (&item.reason, success) {
-                (_, true) => "[refund-complete]".to_string(),
-                (Some(reason), false) => format!("[refund-fail] {reason}"),
-                (None, false) => "[refund-fail]".to_string(),
-            }),
-            gateway_ref: Some(item.psp_reference.clone()),
-            gateway_date_ms: Some(refunds_store::now_ms()),
-            settles_later: false,
-            raw_request: None,
-            raw_response: Some(format!("{item:?}")),
-        };
+        let outcome = item.outcome(refunds_store::now_ms());
         // Authentic is not the same as matching: a notification for another amount,
         // currency or merchant account is not applied to this refund.
         let mismatch = refunds_queue::notification_mismatch(

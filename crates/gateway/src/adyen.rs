@@ -280,6 +280,31 @@ impl NotificationItem {
         matches!(self.event_code.as_str(), "REFUND" | "REFUND_FAILED")
     }
 
+    /// What this (verified) notification says of its refund, received at `received_at_ms`:
+    /// `REFUND` with `success: "true"` settles it, anything else declines it with Adyen's
+    /// reason. The item itself is kept as the log's response.
+    pub fn outcome(&self, received_at_ms: i64) -> Outcome {
+        let success = self.succeeded();
+        Outcome {
+            code: if success {
+                SfResultCode::Success
+            } else {
+                SfResultCode::Decline
+            },
+            gateway_result_code: Some(self.event_code.clone()),
+            message: Some(match (&self.reason, success) {
+                (_, true) => "[refund-complete]".to_string(),
+                (Some(reason), false) => format!("[refund-fail] {reason}"),
+                (None, false) => "[refund-fail]".to_string(),
+            }),
+            gateway_ref: Some(self.psp_reference.clone()),
+            gateway_date_ms: Some(received_at_ms),
+            settles_later: false,
+            raw_request: None,
+            raw_response: Some(format!("{self:?}")),
+        }
+    }
+
     /// Adyen's signing string: eight fields joined by `:`.
     fn signing_string(&self) -> String {
         [
@@ -356,6 +381,47 @@ mod tests {
         tampered.amount.value = 100_000;
         assert!(!tampered.verify(key), "a changed amount fails");
         assert!(items[0].succeeded() && items[0].is_refund_event());
+    }
+
+    #[test]
+    fn a_notification_maps_to_its_refund_outcome() {
+        let item = parse_notification(EXAMPLE.as_bytes()).unwrap().remove(0);
+        let done = item.outcome(1_700_000_000_000);
+        assert_eq!(
+            (
+                done.code,
+                done.message.as_deref(),
+                done.gateway_ref.as_deref(),
+                done.gateway_result_code.as_deref(),
+                done.gateway_date_ms,
+                done.settles_later,
+            ),
+            (
+                SfResultCode::Success,
+                Some("[refund-complete]"),
+                Some("REFUNDPSP0000001"),
+                Some("REFUND"),
+                Some(1_700_000_000_000),
+                false,
+            )
+        );
+        let mut failed = item.clone();
+        failed.event_code = "REFUND_FAILED".into();
+        failed.reason = Some("Insufficient balance".into());
+        let declined = failed.outcome(0);
+        assert_eq!(declined.code, SfResultCode::Decline);
+        assert_eq!(
+            declined.message.as_deref(),
+            Some("[refund-fail] Insufficient balance")
+        );
+        let mut refused = item;
+        refused.success = "false".into();
+        refused.reason = None;
+        let declined = refused.outcome(0);
+        assert_eq!(
+            (declined.code, declined.message.as_deref()),
+            (SfResultCode::Decline, Some("[refund-fail]"))
+        );
     }
 
     #[tokio::test]
