@@ -227,7 +227,7 @@ async fn handle(
     let mut tx = state.db.begin().await?;
     if let Some(key) = &key {
         let cutoff = now - i64::try_from(state.idempotency_ttl.as_millis()).unwrap_or(i64::MAX);
-        if let Some(seen) = records::idempotency_key(tx.conn(), key, cutoff).await? {
+        if let Some(seen) = records::idempotency_key(&mut tx, key, cutoff).await? {
             tx.rollback().await?;
             return replay(&seen, &hash);
         }
@@ -235,7 +235,6 @@ async fn handle(
     let operation_id = SfId::generate(ObjectType::BackgroundOperation).into_string();
     admit(
         &mut tx,
-        state.db.backend(),
         &state.queue,
         &operation_id,
         admit_request(&order_id, input),
@@ -244,11 +243,11 @@ async fn handle(
     .await
     .map_err(|r| refused(r, &order_id))?;
     if let Some(key) = &key {
-        if !records::remember_idempotency_key(tx.conn(), key, &hash, &operation_id, now).await? {
+        if !records::remember_idempotency_key(&mut tx, key, &hash, &operation_id, now).await? {
             // A concurrent request with the same key won: answer as it did.
             tx.rollback().await?;
             let mut tx = state.db.begin().await?;
-            let seen = records::idempotency_key(tx.conn(), key, 0).await?;
+            let seen = records::idempotency_key(&mut tx, key, 0).await?;
             tx.rollback().await?;
             return match seen {
                 Some(seen) => replay(&seen, &hash),

@@ -214,7 +214,7 @@ pub async fn create(
     }
     values.push(("created_date", Stored::Int(now)));
     values.push(("last_modified_date", Stored::Int(now)));
-    records::insert(tx.conn(), ty, &values).await?;
+    records::insert(&mut tx, ty, &values).await?;
     tx.commit().await?;
     Ok(created(&id))
 }
@@ -246,7 +246,7 @@ async fn resolve_currency(
                 format!("ReferenceEntityId {order_id} is not an order summary id"),
             )
         })?;
-        let head = records::order_summary_head(tx.conn(), order_id.as_str())
+        let head = records::order_summary_head(tx, order_id.as_str())
             .await?
             .ok_or_else(|| {
                 integrity(
@@ -362,7 +362,7 @@ async fn check_references(
             let gateway = value_of(values, "payment_gateway_id")
                 .and_then(Stored::as_text)
                 .unwrap_or_default();
-            if !records::exists(tx.conn(), ObjectType::PaymentGateway, gateway).await? {
+            if !records::exists(tx, ObjectType::PaymentGateway, gateway).await? {
                 return Err(integrity(
                     "PaymentGatewayId",
                     format!("Payment gateway {gateway} does not exist"),
@@ -493,7 +493,7 @@ pub async fn update(
         return settle_by_hand(&state, id.as_str(), &status).await;
     }
     let mut tx = state.db.begin().await?;
-    if !records::set_process_exception_status(tx.conn(), id.as_str(), &status, now_ms()).await? {
+    if !records::set_process_exception_status(&mut tx, id.as_str(), &status, now_ms()).await? {
         return Err(ApiError::not_found());
     }
     tx.commit().await?;
@@ -589,7 +589,7 @@ pub async fn create_order_payment_summary(
 
     let now = now_ms();
     let mut tx = state.db.begin().await?;
-    let head = records::order_summary_head(tx.conn(), order.as_str())
+    let head = records::order_summary_head(&mut tx, order.as_str())
         .await?
         .ok_or_else(|| {
             ApiError::bad_request(
@@ -598,7 +598,7 @@ pub async fn create_order_payment_summary(
             )
             .field("orderSummaryId")
         })?;
-    let payments = records::payment_heads(tx.conn(), &payment_ids).await?;
+    let payments = records::payment_heads(&mut tx, &payment_ids).await?;
     if let Some(missing) = payment_ids
         .iter()
         .find(|id| !payments.iter().any(|p| &p.id == *id))
@@ -629,7 +629,7 @@ pub async fn create_order_payment_summary(
     }
     let id = SfId::generate(ObjectType::OrderPaymentSummary).into_string();
     if !records::create_order_payment_summary(
-        tx.conn(),
+        &mut tx,
         &id,
         order.as_str(),
         &payments,

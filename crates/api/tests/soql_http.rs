@@ -574,7 +574,7 @@ async fn more_than_one_batch(backend: Backend) {
             ("created_date", Stored::Int(0)),
             ("last_modified_date", Stored::Int(0)),
         ];
-        records::insert(tx.conn(), ObjectType::PaymentGateway, &values)
+        records::insert(&mut tx, ObjectType::PaymentGateway, &values)
             .await
             .expect("insert");
     }

@@ -12,7 +12,7 @@ use refunds_domain::{AdmissionError, AdmissionRequest, Currency, Money, MoneyErr
 use refunds_store::admission;
 use refunds_store::ops::Admitted;
 use refunds_store::refunds as sql;
-use refunds_store::{Backend, StoreError, Tx};
+use refunds_store::{StoreError, Tx};
 
 use crate::{enqueue_with, EnsureRefunds, QueueConfig, SequencePayload};
 
@@ -86,18 +86,17 @@ fn amount(field: &'static str, text: &str, currency: Currency) -> Result<i64, Re
 /// `operation_id`: answers the request the job will run.
 pub async fn admit(
     tx: &mut Tx,
-    backend: Backend,
     config: &QueueConfig,
     operation_id: &str,
     input: AdmitRequest,
     now: i64,
 ) -> Result<EnsureRefunds, Refusal> {
     let order_id = input.order_id.as_str();
-    if !admission::lock_order(tx.conn(), backend, order_id).await? {
+    if !admission::lock_order(tx, order_id).await? {
         return Err(Refusal::OrderNotFound);
     }
     // One read of the order and its money (the request's other checks all need it).
-    let funds = sql::order_funds(tx.conn(), backend, order_id, false)
+    let funds = sql::order_funds(tx, order_id, false)
         .await?
         .ok_or(Refusal::OrderNotFound)?;
     if funds.life_cycle_type == "UNMANAGED" {
@@ -116,7 +115,7 @@ pub async fn admit(
         }
     };
     let (order_held, memo_held) = admission::admitted(
-        tx.conn(),
+        tx,
         order_id,
         input.credit_memo_id.as_ref().map(SfId::as_str),
     )
@@ -125,7 +124,7 @@ pub async fn admit(
     let mut memo_balance = None;
     let mut invoice_balances = Vec::new();
     if let Some(cm_id) = &input.credit_memo_id {
-        let cm = sql::credit_memo(tx.conn(), cm_id.as_str())
+        let cm = sql::credit_memo(tx, cm_id.as_str())
             .await?
             .filter(|cm| cm.reference_entity_id == order_id)
             .ok_or_else(|| Refusal::CreditMemoNotOnOrder {
@@ -150,7 +149,7 @@ pub async fn admit(
                 wanted.push(id.as_str().to_string());
             }
         }
-        let invoices = sql::invoices(tx.conn(), &wanted).await?;
+        let invoices = sql::invoices(tx, &wanted).await?;
         if let Some(missing) = wanted.iter().find(|id| {
             !invoices
                 .iter()
@@ -216,9 +215,7 @@ pub async fn admit(
     })?;
     // Set aside by conditional statements: a concurrent admission that got there first
     // (possible only without the order's lock) makes this one fail, never both pass.
-    if admitted.refund > 0
-        && !admission::admit_on_order(tx.conn(), order_id, admitted.refund).await?
-    {
+    if admitted.refund > 0 && !admission::admit_on_order(tx, order_id, admitted.refund).await? {
         return Err(Refusal::ExceedsAvailable {
             requested: admitted.refund,
             available,
@@ -228,8 +225,7 @@ pub async fn admit(
     let memo = input.credit_memo_id.as_ref().map(SfId::as_str);
     if let Some(cm_id) = memo {
         if admitted.credit_memo_taken > 0
-            && !admission::admit_on_credit_memo(tx.conn(), cm_id, admitted.credit_memo_taken)
-                .await?
+            && !admission::admit_on_credit_memo(tx, cm_id, admitted.credit_memo_taken).await?
         {
             return Err(Refusal::NoCreditMemoBalance(cm_id.to_string()));
         }
@@ -250,6 +246,6 @@ pub async fn admit(
         amount: admitted.refund,
         credit_memo: memo.map(|id| (id, admitted.credit_memo_taken)),
     };
-    enqueue_with(tx, backend, config, operation_id, &request, Some(held), now).await?;
+    enqueue_with(tx, config, operation_id, &request, Some(held), now).await?;
     Ok(request)
 }

@@ -141,9 +141,9 @@ pub(crate) async fn hand_over(
     let mut tx = begin(db, run).await?;
     // Under reconciliation already, or not yet: either way it stops here.
     if w.reconcile_state == ReconcileState::None {
-        sql::start_reconciliation(tx.conn(), w.id.as_str(), now, now).await?;
+        sql::start_reconciliation(&mut tx, w.id.as_str(), now, now).await?;
     }
-    sql::hand_over_reconciliation(tx.conn(), w.id.as_str(), &exception, now).await?;
+    sql::hand_over_reconciliation(&mut tx, w.id.as_str(), &exception, now).await?;
     tx.commit().await?;
     tracing::warn!(refund = %w.id, why, "not sent again: its key may be forgotten; handed to a person");
     Ok(())

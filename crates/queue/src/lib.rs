@@ -31,7 +31,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use refunds_domain::AllocationRule;
 use refunds_store::ops::{self, Admitted, Claimed, NewOperation};
-use refunds_store::{Backend, Db, StoreError, Tx};
+use refunds_store::{Db, StoreError, Tx};
 use serde::{Deserialize, Serialize};
 
 pub use admit::{admit, AdmitRequest, Refusal};
@@ -149,7 +149,7 @@ impl JobContext {
     pub async fn fenced(&self) -> Result<Tx, JobError> {
         let mut tx = self.db.begin().await?;
         ops::fence(
-            tx.conn(),
+            &mut tx,
             &self.op.id,
             self.op.lease_token,
             refunds_store::now_ms(),
@@ -196,7 +196,6 @@ pub struct SequencePayload {
 /// admission set aside (see [`admit()`]).
 pub(crate) async fn enqueue_with(
     tx: &mut Tx,
-    backend: Backend,
     config: &QueueConfig,
     operation_id: &str,
     request: &EnsureRefunds,
@@ -206,7 +205,6 @@ pub(crate) async fn enqueue_with(
     let payload = serde_json::to_string(request).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     ops::enqueue(
         tx,
-        backend,
         &NewOperation {
             id: operation_id,
             name: &format!("Ensure refunds for {}", request.order_summary_id),

@@ -385,7 +385,7 @@ async fn take(db: &Db, config: &QueueConfig, w: &RefundWork, now: i64) -> Result
     let backoff = ms(config.reconcile_delay).saturating_mul(1i64 << w.lookups.clamp(0, 30));
     let next = now.saturating_add(backoff.min(ms(config.reconcile_max_delay)));
     let mut tx = db.begin().await?;
-    let taken = sql::take_reconciliation(tx.conn(), w.id.as_str(), w.lookups, next, now).await?;
+    let taken = sql::take_reconciliation(&mut tx, w.id.as_str(), w.lookups, next, now).await?;
     tx.commit().await?;
     Ok(taken)
 }
@@ -478,7 +478,7 @@ async fn hand_over(db: &Db, w: &RefundWork, now: i64) -> Result<(), JobError> {
     );
     let mut tx = db.begin().await?;
     sql::hand_over_reconciliation(
-        tx.conn(),
+        &mut tx,
         w.id.as_str(),
         &NewProcessException::about_refund(w, &pe_id, &message, &description, now),
         now,

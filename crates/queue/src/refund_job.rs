@@ -42,11 +42,11 @@ impl EnsureRefundsJob {
         let op_id = ctx.op.id.as_str();
         let now = now_ms();
         let mut tx = ctx.fenced().await?;
-        if sql::is_planned(tx.conn(), op_id).await? {
+        if sql::is_planned(&mut tx, op_id).await? {
             tx.rollback().await?;
             return Ok(());
         }
-        let funds = sql::order_funds(tx.conn(), ctx.db.backend(), &req.order_summary_id, true)
+        let funds = sql::order_funds(&mut tx, &req.order_summary_id, true)
             .await?
             .ok_or_else(|| {
                 JobError::Failed(format!(
@@ -58,10 +58,10 @@ impl EnsureRefundsJob {
         // What the admission set aside becomes this plan's: the reservations below take
         // its place, and the plan takes no more than it (money of its own: a later
         // operation was admitted against the rest).
-        let held = admission::take_for_plan(tx.conn(), op_id, now).await?;
+        let held = admission::take_for_plan(&mut tx, op_id, now).await?;
         let mut credit_memo_part = 0;
         if let Some(cm_id) = &req.credit_memo_id {
-            let cm = sql::credit_memo(tx.conn(), cm_id)
+            let cm = sql::credit_memo(&mut tx, cm_id)
                 .await?
                 .ok_or_else(|| JobError::Failed(format!("credit memo {cm_id} no longer exists")))?;
             let budget = match &held {
@@ -70,14 +70,14 @@ impl EnsureRefundsJob {
                     .min(h.credit_memo.as_ref().map_or(0, |(_, amount)| *amount)),
                 None => cm.balance,
             };
-            let invoices = sql::invoices(tx.conn(), &req.invoices_to_pay).await?;
+            let invoices = sql::invoices(&mut tx, &req.invoices_to_pay).await?;
             let owed: Vec<i64> = invoices.iter().map(|i| i.balance).collect();
             let (payments, left) = pay_invoices(budget, &owed);
             for (invoice, pay) in invoices.iter().zip(payments) {
                 if pay > 0 {
                     let app_id = SfId::generate(ObjectType::CreditMemoInvApplication).into_string();
                     sql::apply_credit_memo(
-                        tx.conn(),
+                        &mut tx,
                         &app_id,
                         cm_id,
                         &invoice.id,
@@ -145,15 +145,15 @@ impl EnsureRefundsJob {
         for (n, leg) in allocation.legs.iter().enumerate() {
             let summary = &funds.summaries[leg.summary];
             let payment = payments_of[leg.summary][leg.payment];
-            sql::reserve(tx.conn(), &summary.id, &payment.id, leg.amount, now).await?;
+            sql::reserve(&mut tx, &summary.id, &payment.id, leg.amount, now).await?;
             if leg.from_credit_memo > 0 {
                 if let Some(cm_id) = &req.credit_memo_id {
-                    sql::take_from_credit_memo(tx.conn(), cm_id, leg.from_credit_memo, now).await?;
+                    sql::take_from_credit_memo(&mut tx, cm_id, leg.from_credit_memo, now).await?;
                 }
             }
             let refund_id = SfId::generate(ObjectType::Refund).into_string();
             sql::insert_refund(
-                tx.conn(),
+                &mut tx,
                 &NewRefund {
                     id: &refund_id,
                     operation_id: op_id,
@@ -198,9 +198,9 @@ impl EnsureRefundsJob {
                 op_id,
                 now,
             );
-            sql::insert_process_exception(tx.conn(), &exception).await?;
+            sql::insert_process_exception(&mut tx, &exception).await?;
         }
-        sql::mark_planned(tx.conn(), ctx.db.backend(), op_id, now).await?;
+        sql::mark_planned(&mut tx, op_id, now).await?;
         tx.commit().await?;
         tracing::info!(
             operation = op_id,
@@ -321,11 +321,11 @@ impl Job for EnsureRefundsJob {
         let pe_id = SfId::generate(ObjectType::ProcessException).into_string();
         let mut tx = ctx.fenced().await?;
         for w in &drafts {
-            sql::start_reconciliation(tx.conn(), w.id.as_str(), now, now).await?;
+            sql::start_reconciliation(&mut tx, w.id.as_str(), now, now).await?;
         }
         let exception =
             NewProcessException::high(&pe_id, &message, &description, op_id, &order_id, op_id, now);
-        sql::insert_process_exception(tx.conn(), &exception).await?;
+        sql::insert_process_exception(&mut tx, &exception).await?;
         tx.commit().await?;
         tracing::warn!(
             operation = op_id,

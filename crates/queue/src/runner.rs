@@ -148,7 +148,7 @@ impl Started {
     ) -> Result<(), refunds_store::StoreError> {
         let this = &self.runner;
         if this.db.backend() == Backend::Postgres {
-            tokio::spawn(forward_notifications(this.db.clone(), shutdown.clone()));
+            tokio::spawn(this.db.clone().forward_wakeups(shutdown.clone()));
             tokio::spawn(process_heartbeat(
                 this.db.clone(),
                 this.worker_id.clone(),
@@ -409,42 +409,6 @@ async fn process_heartbeat(
                 wakeup.notify_one();
             }
             Err(e) => tracing::warn!(error = %e, "looking for silent processes failed"),
-        }
-    }
-}
-
-/// PostgreSQL: turns NOTIFYs from any process's enqueue into wake-ups of this process.
-/// If the listener fails, polling still finds the work.
-async fn forward_notifications(db: Db, mut shutdown: watch::Receiver<bool>) {
-    let wakeup = db.wakeup();
-    loop {
-        let mut listener = match sqlx::postgres::PgListener::connect(db.url()).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot LISTEN for new operations; polling only");
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                continue;
-            }
-        };
-        if let Err(e) = listener.listen(refunds_store::db::WAKE_CHANNEL).await {
-            tracing::warn!(error = %e, "LISTEN failed; polling only");
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            continue;
-        }
-        loop {
-            tokio::select! {
-                n = listener.recv() => match n {
-                    Ok(_) => wakeup.notify_one(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
-                        break;
-                    }
-                },
-                _ = shutdown.changed() => return,
-            }
-            if *shutdown.borrow() {
-                return;
-            }
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::JobError;
 pub(crate) async fn begin(db: &Db, run: Option<&Claimed>) -> Result<Tx, JobError> {
     let mut tx = db.begin().await?;
     if let Some(op) = run {
-        ops::fence(tx.conn(), &op.id, op.lease_token, now_ms()).await?;
+        ops::fence(&mut tx, &op.id, op.lease_token, now_ms()).await?;
     }
     Ok(tx)
 }
@@ -102,10 +102,10 @@ pub(crate) async fn start_call(
     .to_string();
     let mut tx = begin(db, run).await?;
     if interaction == Interaction::ReferencedRefund {
-        sql::count_attempt(tx.conn(), w.id.as_str(), now).await?;
+        sql::count_attempt(&mut tx, w.id.as_str(), now).await?;
     }
     sql::insert_log(
-        tx.conn(),
+        &mut tx,
         &NewLog {
             id: &log_id,
             interaction_type: interaction.as_str(),
@@ -156,10 +156,10 @@ async fn raise_once(
     description: &str,
     now: i64,
 ) -> Result<(), JobError> {
-    if !sql::has_open_exception(tx.conn(), w.id.as_str(), message).await? {
+    if !sql::has_open_exception(tx, w.id.as_str(), message).await? {
         let pe_id = SfId::generate(ObjectType::ProcessException).into_string();
         let exception = NewProcessException::about_refund(w, &pe_id, message, description, now);
-        sql::insert_process_exception(tx.conn(), &exception).await?;
+        sql::insert_process_exception(tx, &exception).await?;
     }
     Ok(())
 }
@@ -168,7 +168,7 @@ async fn raise_once(
 /// [`sql::resolve_hand_over`]); answers how many it resolved.
 async fn close_hand_over(db: &Db, w: &RefundWork, note: &str) -> Result<usize, JobError> {
     let mut tx = db.begin().await?;
-    let resolved = sql::resolve_hand_over(tx.conn(), w.id.as_str(), note, now_ms()).await?;
+    let resolved = sql::resolve_hand_over(&mut tx, w.id.as_str(), note, now_ms()).await?;
     tx.commit().await?;
     Ok(resolved)
 }
@@ -215,11 +215,11 @@ pub(crate) async fn finish_call(
         duration_ms,
     );
     let mut tx = begin(db, run).await?;
-    sql::finish_log(tx.conn(), log_id, w.summary_id.as_str(), &answer, now).await?;
+    sql::finish_log(&mut tx, log_id, w.summary_id.as_str(), &answer, now).await?;
     let mut settled = true;
     match then {
         Then::LogOnly => {}
-        Then::Reconcile(at) => sql::start_reconciliation(tx.conn(), w.id.as_str(), at, now).await?,
+        Then::Reconcile(at) => sql::start_reconciliation(&mut tx, w.id.as_str(), at, now).await?,
         Then::Settle { poll_at } if outcome.code == SfResultCode::Success => {
             let line_id = SfId::generate(ObjectType::RefundLinePayment).into_string();
             let settlement = match (outcome.settles_later, poll_at) {
@@ -227,12 +227,12 @@ pub(crate) async fn finish_call(
                 (true, Some(at)) => Settlement::PollAt(at),
                 (true, None) => Settlement::Notified,
             };
-            settled = sql::settle_success(tx.conn(), w, &answer, settlement, &line_id, now).await?;
+            settled = sql::settle_success(&mut tx, w, &answer, settlement, &line_id, now).await?;
         }
         Then::Settle { .. } => {
             let report = FailureReport::new(w, outcome, log_id, "was not made");
             let exception = report.exception(w, now);
-            settled = sql::settle_failure(tx.conn(), w, &answer, &exception, now).await?;
+            settled = sql::settle_failure(&mut tx, w, &answer, &exception, now).await?;
         }
     }
     if settled {
@@ -241,7 +241,7 @@ pub(crate) async fn finish_call(
         // Someone settled this refund first; keep our log line, change no money.
         tx.rollback().await?;
         let mut tx = begin(db, run).await?;
-        sql::finish_log(tx.conn(), log_id, w.summary_id.as_str(), &answer, now).await?;
+        sql::finish_log(&mut tx, log_id, w.summary_id.as_str(), &answer, now).await?;
         tx.commit().await?;
     }
     Ok(settled)
@@ -353,9 +353,9 @@ pub(crate) async fn finish_pending(
     );
     let exception = report.exception(w, now);
     let mut tx = db.begin().await?;
-    sql::finish_log(tx.conn(), log_id, w.summary_id.as_str(), &answer, now).await?;
+    sql::finish_log(&mut tx, log_id, w.summary_id.as_str(), &answer, now).await?;
     let settled =
-        sql::finish_pending(tx.conn(), w, &answer, success, &line_id, &exception, now).await?;
+        sql::finish_pending(&mut tx, w, &answer, success, &line_id, &exception, now).await?;
     tx.commit().await?;
     Ok(settled)
 }
@@ -372,7 +372,7 @@ pub async fn settle_notification(
 ) -> Result<bool, JobError> {
     let log_id = SfId::generate(ObjectType::PaymentGatewayLog).into_string();
     let mut tx = db.begin().await?;
-    sql::insert_log(tx.conn(), &answer_row(w, &log_id, true, now_ms())).await?;
+    sql::insert_log(&mut tx, &answer_row(w, &log_id, true, now_ms())).await?;
     tx.commit().await?;
     // A `Draft` refund has no recorded answer yet (the call's answer was lost, or is still
     // on its way): the notification is that answer. Logging it only would leave the refund
@@ -495,9 +495,9 @@ pub async fn record_mismatched_notification(
         outcome.gateway_ref.as_deref().unwrap_or(w.id.as_str())
     );
     let mut tx = db.begin().await?;
-    sql::insert_log(tx.conn(), &answer_row(w, &log_id, true, now)).await?;
+    sql::insert_log(&mut tx, &answer_row(w, &log_id, true, now)).await?;
     let answer = answer_of(outcome, InteractionStatus::NoOp, 0);
-    sql::finish_log(tx.conn(), &log_id, w.summary_id.as_str(), &answer, now).await?;
+    sql::finish_log(&mut tx, &log_id, w.summary_id.as_str(), &answer, now).await?;
     raise_once(&mut tx, w, &message, &description, now).await?;
     tx.commit().await?;
     tracing::warn!(refund = %w.id, why, "a notification does not match its refund: handed to a person");
@@ -529,7 +529,7 @@ pub async fn settle_by_hand(db: &Db, w: &RefundWork, refunded: bool) -> Result<b
     let now = now_ms();
     let log_id = SfId::generate(ObjectType::PaymentGatewayLog).into_string();
     let mut tx = db.begin().await?;
-    sql::insert_log(tx.conn(), &answer_row(w, &log_id, false, now)).await?;
+    sql::insert_log(&mut tx, &answer_row(w, &log_id, false, now)).await?;
     tx.commit().await?;
     let outcome = Outcome {
         gateway_result_code: Some("manual".to_string()),

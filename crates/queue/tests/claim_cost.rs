@@ -23,7 +23,6 @@ async fn queue_up(db: &Db, n: usize, per_order: usize) {
             let parent = format!("order-{}", i / per_order);
             ops::enqueue(
                 &mut tx,
-                db.backend(),
                 &NewOperation {
                     id: &id,
                     name: "queued",

@@ -26,7 +26,6 @@ async fn enqueue_at(db: &Db, ty: &str, parent: &str, now: i64) -> String {
     let mut tx = db.begin().await.expect("begin");
     ops::enqueue(
         &mut tx,
-        db.backend(),
         &NewOperation {
             id: &id,
             name: "test",
@@ -89,8 +88,7 @@ impl Job for Plans {
         let mut tx = ctx.fenced().await?;
         let began = Instant::now();
         tokio::time::sleep(self.hold).await;
-        refunds_store::refunds::mark_planned(tx.conn(), ctx.db.backend(), &ctx.op.id, now_ms())
-            .await?;
+        refunds_store::refunds::mark_planned(&mut tx, &ctx.op.id, now_ms()).await?;
         tx.commit().await?;
         let ended = Instant::now();
         self.log
@@ -126,7 +124,7 @@ async fn the_place_in_line_is_the_commit_order_not_the_clock(backend: Backend) {
     assert_eq!(status(&t.db, &second).await, "New");
     // Once the first has planned, the second may go.
     let mut tx = t.db.begin().await.expect("begin");
-    refunds_store::refunds::mark_planned(tx.conn(), backend, &first, now_ms())
+    refunds_store::refunds::mark_planned(&mut tx, &first, now_ms())
         .await
         .expect("planned");
     tx.commit().await.expect("commit");

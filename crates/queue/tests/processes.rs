@@ -79,7 +79,6 @@ async fn enqueue(db: &Db, parent: &str) -> String {
     let mut tx = db.begin().await.expect("begin");
     ops::enqueue(
         &mut tx,
-        db.backend(),
         &NewOperation {
             id: &id,
             name: "test",

@@ -101,7 +101,6 @@ async fn enqueue(db: &Db, ty: &str, parent: &str, retry_limit: i64) -> String {
     let mut tx = db.begin().await.unwrap();
     ops::enqueue(
         &mut tx,
-        db.backend(),
         &NewOperation {
             id: &id,
             name: "test",
@@ -383,7 +382,6 @@ async fn an_enqueue_rolled_back_with_its_transaction_leaves_nothing(backend: Bac
     let mut tx = t.db.begin().await.unwrap();
     ops::enqueue(
         &mut tx,
-        t.db.backend(),
         &NewOperation {
             id: &SfId::generate(ObjectType::BackgroundOperation).into_string(),
             name: "test",

@@ -8,10 +8,11 @@
 //! them into leg reservations ([`take_for_plan`]) and every other ending gives them back
 //! ([`release`]), each once, by conditional, row-count-checked statements.
 
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
 use crate::db::expect_one;
-use crate::{Backend, Result};
+use crate::dialect::locks;
+use crate::{Result, Tx};
 
 /// What an order and a credit memo still have for a new admission.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,40 +26,27 @@ pub struct Unadmitted {
 /// Locks the order summary's row until the transaction ends (PostgreSQL; SQLite's writer
 /// is already alone), so that what an admission reads cannot change under it: every
 /// statement that takes money from an order (admission, planning) holds this lock.
-pub async fn lock_order(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    order_id: &str,
-) -> Result<bool> {
-    if backend != Backend::Postgres {
-        return Ok(true);
-    }
-    Ok(
-        sqlx::query("SELECT id FROM order_summaries WHERE id = $1 FOR UPDATE")
-            .bind(order_id)
-            .fetch_optional(conn)
-            .await?
-            .is_some(),
-    )
+pub async fn lock_order(tx: &mut Tx, order_id: &str) -> Result<bool> {
+    locks::lock_row(tx, "order_summaries", "id", order_id).await
 }
 
 /// What earlier admissions of the order and of the credit memo hold.
 pub async fn admitted(
-    conn: &mut AnyConnection,
+    tx: &mut Tx,
     order_id: &str,
     credit_memo_id: Option<&str>,
 ) -> Result<(i64, i64)> {
     let order: Option<i64> =
         sqlx::query_scalar("SELECT admitted_amount FROM order_summaries WHERE id = $1")
             .bind(order_id)
-            .fetch_optional(&mut *conn)
+            .fetch_optional(tx.conn())
             .await?;
     let memo: Option<i64> = match credit_memo_id {
         None => None,
         Some(id) => {
             sqlx::query_scalar("SELECT admitted_amount FROM credit_memos WHERE id = $1")
                 .bind(id)
-                .fetch_optional(&mut *conn)
+                .fetch_optional(tx.conn())
                 .await?
         }
     };
@@ -67,7 +55,7 @@ pub async fn admitted(
 
 /// Sets `amount` aside on the order, only while its payment summaries have that much
 /// available beyond what is already set aside. False (and nothing changed) if not.
-pub async fn admit_on_order(conn: &mut AnyConnection, order_id: &str, amount: i64) -> Result<bool> {
+pub async fn admit_on_order(tx: &mut Tx, order_id: &str, amount: i64) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE order_summaries SET admitted_amount = admitted_amount + $1 \
          WHERE id = $2 AND admitted_amount + $1 <= (SELECT COALESCE(SUM(CASE \
@@ -77,21 +65,21 @@ pub async fn admit_on_order(conn: &mut AnyConnection, order_id: &str, amount: i6
     )
     .bind(amount)
     .bind(order_id)
-    .execute(conn)
+    .execute(tx.conn())
     .await?;
     Ok(r.rows_affected() == 1)
 }
 
 /// Sets `amount` of a credit memo's balance aside, only while the balance covers it
 /// beyond what is already set aside. False (and nothing changed) if not.
-pub async fn admit_on_credit_memo(conn: &mut AnyConnection, id: &str, amount: i64) -> Result<bool> {
+pub async fn admit_on_credit_memo(tx: &mut Tx, id: &str, amount: i64) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE credit_memos SET admitted_amount = admitted_amount + $1 \
          WHERE id = $2 AND balance - admitted_amount >= $1",
     )
     .bind(amount)
     .bind(id)
-    .execute(conn)
+    .execute(tx.conn())
     .await?;
     Ok(r.rows_affected() == 1)
 }
@@ -109,22 +97,26 @@ pub struct Held {
 /// the order and the credit memo: in the plan transaction (which then reserves legs
 /// instead) or when the operation ends before planning. Once: a second call finds
 /// nothing held. Answers what was held.
-async fn give_back(conn: &mut AnyConnection, operation_id: &str, now: i64) -> Result<Option<Held>> {
+async fn give_back(tx: &mut Tx, operation_id: &str, now: i64) -> Result<Option<Held>> {
     let Some(row) = sqlx::query(
         "SELECT parent_key, admitted_amount, admitted_credit_memo_id, admitted_credit_memo_amount \
          FROM background_operations WHERE id = $1 AND planned_at IS NULL AND admitted_amount IS NOT NULL",
     )
     .bind(operation_id)
-    .fetch_optional(&mut *conn)
+    .fetch_optional(tx.conn())
     .await?
     else {
         return Ok(None);
     };
     let held = Held {
-        order_id: row.try_get(0)?,
-        amount: row.try_get(1)?,
-        credit_memo: match row.try_get::<Option<String>, _>(2)? {
-            Some(id) => Some((id, row.try_get::<Option<i64>, _>(3)?.unwrap_or(0))),
+        order_id: row.try_get("parent_key")?,
+        amount: row.try_get("admitted_amount")?,
+        credit_memo: match row.try_get::<Option<String>, _>("admitted_credit_memo_id")? {
+            Some(id) => Some((
+                id,
+                row.try_get::<Option<i64>, _>("admitted_credit_memo_amount")?
+                    .unwrap_or(0),
+            )),
             None => None,
         },
     };
@@ -134,7 +126,7 @@ async fn give_back(conn: &mut AnyConnection, operation_id: &str, now: i64) -> Re
     )
     .bind(operation_id)
     .bind(held.amount)
-    .execute(&mut *conn)
+    .execute(tx.conn())
     .await?;
     expect_one(r, || {
         format!("admission of background operation {operation_id}")
@@ -147,7 +139,7 @@ async fn give_back(conn: &mut AnyConnection, operation_id: &str, now: i64) -> Re
         .bind(held.amount)
         .bind(now)
         .bind(&held.order_id)
-        .execute(&mut *conn)
+        .execute(tx.conn())
         .await?;
         expect_one(r, || {
             format!("order summary {} holding {}", held.order_id, held.amount)
@@ -162,7 +154,7 @@ async fn give_back(conn: &mut AnyConnection, operation_id: &str, now: i64) -> Re
             .bind(*amount)
             .bind(now)
             .bind(cm)
-            .execute(&mut *conn)
+            .execute(tx.conn())
             .await?;
             expect_one(r, || format!("credit memo {cm} holding {amount}"))?;
         }
@@ -171,16 +163,12 @@ async fn give_back(conn: &mut AnyConnection, operation_id: &str, now: i64) -> Re
 }
 
 /// The operation ended before planning: what its admission set aside goes back.
-pub async fn release(conn: &mut AnyConnection, operation_id: &str, now: i64) -> Result<()> {
-    give_back(conn, operation_id, now).await.map(drop)
+pub async fn release(tx: &mut Tx, operation_id: &str, now: i64) -> Result<()> {
+    give_back(tx, operation_id, now).await.map(drop)
 }
 
 /// In the plan transaction: what the admission set aside is handed over to the plan,
 /// which reserves it leg by leg. `None` for an operation admitted without setting aside.
-pub async fn take_for_plan(
-    conn: &mut AnyConnection,
-    operation_id: &str,
-    now: i64,
-) -> Result<Option<Held>> {
-    give_back(conn, operation_id, now).await
+pub async fn take_for_plan(tx: &mut Tx, operation_id: &str, now: i64) -> Result<Option<Held>> {
+    give_back(tx, operation_id, now).await
 }

@@ -105,9 +105,9 @@ pub async fn client(db: &Db, client_id: &str) -> Result<Option<ClientRow>> {
         .await?;
     row.map(|r| {
         Ok(ClientRow {
-            client_id: r.try_get(0)?,
-            secret_hash: r.try_get(1)?,
-            user_id: r.try_get(2)?,
+            client_id: r.try_get("client_id")?,
+            secret_hash: r.try_get("secret_hash")?,
+            user_id: r.try_get("user_id")?,
         })
     })
     .transpose()
@@ -144,8 +144,8 @@ pub async fn user(db: &Db, username: &str) -> Result<Option<UserRow>> {
         .await?;
     row.map(|r| {
         Ok(UserRow {
-            id: r.try_get(0)?,
-            password_hash: r.try_get(1)?,
+            id: r.try_get("id")?,
+            password_hash: r.try_get("password_hash")?,
         })
     })
     .transpose()
@@ -223,12 +223,12 @@ pub async fn gateways_security(db: &Db) -> Result<Vec<GatewaySecurity>> {
     rows.into_iter()
         .map(|r| {
             Ok(GatewaySecurity {
-                id: r.try_get(0)?,
-                name: r.try_get(1)?,
-                provider_type: r.try_get(2)?,
-                base_url: r.try_get(3)?,
-                merchant_credential_env: r.try_get(4)?,
-                webhook_hmac_key_env: r.try_get(5)?,
+                id: r.try_get("id")?,
+                name: r.try_get("payment_gateway_name")?,
+                provider_type: r.try_get("provider_type")?,
+                base_url: r.try_get("base_url")?,
+                merchant_credential_env: r.try_get("merchant_credential_env")?,
+                webhook_hmac_key_env: r.try_get("webhook_hmac_key_env")?,
             })
         })
         .collect()

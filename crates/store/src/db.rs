@@ -9,6 +9,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool, Executor};
 use tokio::sync::{watch, Mutex, Notify, OwnedMutexGuard};
 
+use crate::dialect::{migrations, session};
 use crate::{Result, StoreError};
 
 /// Which database a [`Db`] talks to; chosen once, from the URL scheme.
@@ -17,9 +18,6 @@ pub enum Backend {
     Sqlite,
     Postgres,
 }
-
-/// The PostgreSQL channel a committed enqueue notifies, so idle workers wake at once.
-pub const WAKE_CHANNEL: &str = "refunds_background_operations";
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "core", include_str!("../migrations/0001_core.sql")),
@@ -36,43 +34,13 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "queue_lines",
         include_str!("../migrations/0006_queue_lines.sql"),
     ),
-    (7, "status_checks", PER_BACKEND),
+    (7, "status_checks", migrations::PER_BACKEND),
     (
         9,
         "gateway_limits",
         include_str!("../migrations/0009_gateway_limits.sql"),
     ),
 ];
-
-/// The SQL of a migration listed in [`MIGRATIONS`] as `PER_BACKEND` is written once per
-/// backend, in [`BACKEND_MIGRATIONS`] (SQLite cannot add a `CHECK` to an existing table,
-/// so it gets triggers instead).
-const PER_BACKEND: &str = "";
-
-const BACKEND_MIGRATIONS: &[(i64, Backend, &str)] = &[
-    (
-        7,
-        Backend::Sqlite,
-        include_str!("../migrations/0007_status_checks.sqlite.sql"),
-    ),
-    (
-        7,
-        Backend::Postgres,
-        include_str!("../migrations/0007_status_checks.postgres.sql"),
-    ),
-];
-
-/// The SQL migration `version` runs on `backend`.
-fn migration_sql(version: i64, shared: &'static str, backend: Backend) -> Result<&'static str> {
-    if shared != PER_BACKEND {
-        return Ok(shared);
-    }
-    BACKEND_MIGRATIONS
-        .iter()
-        .find(|(v, b, _)| *v == version && *b == backend)
-        .map(|(_, _, sql)| *sql)
-        .ok_or_else(|| StoreError::Missing(format!("{backend:?} SQL of migration {version}")))
-}
 
 /// A pooled handle to the database, cheap to clone.
 #[derive(Clone)]
@@ -91,6 +59,7 @@ pub struct Db {
 /// member of a group commit (see [`Writer`]).
 pub struct Tx {
     kind: TxKind,
+    backend: Backend,
     wake_on_commit: bool,
     wakeup: Arc<Notify>,
 }
@@ -101,11 +70,26 @@ enum TxKind {
 }
 
 impl Tx {
-    pub fn conn(&mut self) -> &mut sqlx::AnyConnection {
+    /// The database this transaction runs on: the store's statements pick their dialect
+    /// from it, so no caller passes a backend beside a transaction.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The connection the statements of this transaction run on. Private to the store:
+    /// every statement that reads or writes money lives here, behind a named function.
+    pub(crate) fn conn(&mut self) -> &mut sqlx::AnyConnection {
         match &mut self.kind {
             TxKind::Postgres(tx) => tx,
             TxKind::Sqlite(member) => member.conn(),
         }
+    }
+
+    /// The connection itself, for the store's own tests only (feature `raw-connection`):
+    /// they write schemas and rows that no statement of the store writes.
+    #[cfg(feature = "raw-connection")]
+    pub fn raw_connection(&mut self) -> &mut sqlx::AnyConnection {
+        self.conn()
     }
 
     /// Ask for this process's workers to be woken once (and only if) the commit succeeds.
@@ -463,11 +447,7 @@ impl Db {
                     .acquire_timeout(Duration::from_secs(30))
                     .after_connect(|conn, _| {
                         Box::pin(async move {
-                            conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-                            )
-                            .await?;
+                            conn.execute(session::SQLITE).await?;
                             Ok(())
                         })
                     })
@@ -480,7 +460,7 @@ impl Db {
                     .acquire_timeout(Duration::from_secs(30))
                     .after_connect(|conn, _| {
                         Box::pin(async move {
-                            conn.execute("SET synchronous_commit = on").await?;
+                            conn.execute(session::POSTGRES).await?;
                             Ok(())
                         })
                     })
@@ -533,6 +513,7 @@ impl Db {
         };
         Ok(Tx {
             kind,
+            backend: self.backend,
             wake_on_commit: false,
             wakeup: self.wakeup.clone(),
         })
@@ -552,14 +533,7 @@ impl Db {
     /// processes at once on PostgreSQL (an advisory lock serialises them).
     pub async fn migrate(&self) -> Result<()> {
         let mut tx = self.begin().await?;
-        if self.backend == Backend::Postgres {
-            // (wrapped: the Any driver cannot decode PostgreSQL's `void`)
-            sqlx::query(
-                "SELECT CAST(1 AS BIGINT) FROM (SELECT pg_advisory_xact_lock(724081)) AS l",
-            )
-            .execute(tx.conn())
-            .await?;
-        }
+        migrations::lock(&mut tx).await?;
         tx.conn()
             .execute(
                 "CREATE TABLE IF NOT EXISTS refunds_schema_migrations \
@@ -577,7 +551,7 @@ impl Db {
                 continue;
             }
             tx.conn()
-                .execute(migration_sql(*version, sql, self.backend)?)
+                .execute(migrations::sql(*version, sql, self.backend)?)
                 .await?;
             sqlx::query("INSERT INTO refunds_schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
                 .bind(*version)

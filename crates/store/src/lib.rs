@@ -6,8 +6,13 @@
 //! Both backends, SQLite (embedded default) and PostgreSQL, go through sqlx's `Any`
 //! driver with runtime-checked queries. The SQL is written once in the dialect both speak
 //! (`$n` parameters, `RETURNING`, `ON CONFLICT`, BIGINT minor units and millisecond
-//! timestamps); the few statements that must differ (claiming work, waking workers) branch
-//! on [`Backend`] right where they are written.
+//! timestamps); the few pieces that must differ (row locks, the claim, the wake-up
+//! `NOTIFY`, the database clock, byte-order collation, migrations) live in [`dialect`],
+//! one module per concern, chosen by the [`Backend`] a [`Tx`] or [`Db`] carries.
+//!
+//! The store is sealed: a [`Tx`]'s connection is private, so every statement that reads
+//! or writes money is a named function here, and the crates above (`queue`, `api`) do
+//! not depend on sqlx. Wake-ups of idle workers sit behind [`Db`] too ([`wakeups`]).
 //!
 //! This crate never decides business rules (what to refund, how much): it offers the
 //! statements, each guarded so that a wrong caller cannot break an invariant — a reservation
@@ -16,7 +21,9 @@
 pub mod admission;
 pub mod auth;
 pub mod db;
+pub mod dialect;
 pub mod keys;
+mod lists;
 pub mod ops;
 pub mod processes;
 pub mod query;
@@ -24,6 +31,7 @@ pub mod records;
 pub mod refunds;
 pub mod schema;
 pub mod stats;
+pub mod wakeups;
 
 pub use db::{now_ms, Backend, Db, GroupCommits, Tx};
 pub use schema::{FieldDef, FieldKind, ObjectDef};

@@ -19,9 +19,11 @@
 //! never claim one operation together.
 
 use refunds_domain::OperationStatus;
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
-use crate::db::{expect_one, WAKE_CHANNEL};
+use crate::db::expect_one;
+use crate::dialect::{locks, queue as dialect};
+use crate::wakeups::WAKE_CHANNEL;
 use crate::{Backend, Db, Result, StoreError, Tx};
 
 /// Money an admission set aside for an operation, released if it ends before planning.
@@ -71,14 +73,14 @@ const HOLDING: &str = "planned_at IS NULL AND status IN ('New', 'Running', 'Sche
 
 /// Takes the next place in `parent_key`'s line (and, on PostgreSQL, the line row's lock
 /// until the transaction ends).
-async fn take_place(conn: &mut AnyConnection, parent_key: &str) -> Result<i64> {
+async fn take_place(tx: &mut Tx, parent_key: &str) -> Result<i64> {
     Ok(sqlx::query_scalar(
         "INSERT INTO queue_lines (parent_key, last_seq) VALUES ($1, 1) \
          ON CONFLICT (parent_key) DO UPDATE SET last_seq = queue_lines.last_seq + 1 \
          RETURNING last_seq",
     )
     .bind(parent_key)
-    .fetch_one(conn)
+    .fetch_one(tx.conn())
     .await?)
 }
 
@@ -87,20 +89,11 @@ async fn take_place(conn: &mut AnyConnection, parent_key: &str) -> Result<i64> {
 /// the line row is locked first, in its own statement, so that this statement's snapshot
 /// sees every enqueue that committed before it, and an enqueue still running waits and
 /// then sees this transaction's change: one of the two always makes the next one claimable.
-pub async fn advance_line(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    parent_key: &str,
-) -> Result<()> {
-    if backend == Backend::Postgres {
-        sqlx::query("SELECT parent_key FROM queue_lines WHERE parent_key = $1 FOR UPDATE")
-            .bind(parent_key)
-            .fetch_optional(&mut *conn)
-            .await?;
-    }
+pub async fn advance_line(tx: &mut Tx, parent_key: &str) -> Result<()> {
+    locks::lock_row(tx, "queue_lines", "parent_key", parent_key).await?;
     sqlx::query(&advance_line_statement())
         .bind(parent_key)
-        .execute(conn)
+        .execute(tx.conn())
         .await?;
     Ok(())
 }
@@ -128,16 +121,10 @@ pub const INSERT_OPERATION: &str = "INSERT INTO background_operations (id, name,
 /// Adds an operation in the caller's transaction at the end of its line; workers are
 /// woken when it commits (on PostgreSQL by a NOTIFY sent in the same statement, delivered
 /// only if it commits). Answers its place in the line.
-pub async fn enqueue(tx: &mut Tx, backend: Backend, op: &NewOperation<'_>) -> Result<i64> {
-    let seq = take_place(tx.conn(), op.parent_key).await?;
-    let sql = match backend {
-        // (wrapped: the Any driver cannot decode PostgreSQL's `void`)
-        Backend::Postgres => format!(
-            "WITH op AS ({INSERT_OPERATION} RETURNING id) \
-             SELECT CAST(COUNT(*) AS BIGINT) FROM op, (SELECT pg_notify($14, '')) AS n"
-        ),
-        Backend::Sqlite => INSERT_OPERATION.to_string(),
-    };
+pub async fn enqueue(tx: &mut Tx, op: &NewOperation<'_>) -> Result<i64> {
+    let seq = take_place(tx, op.parent_key).await?;
+    let backend = tx.backend();
+    let sql = dialect::insert_and_notify(backend, INSERT_OPERATION, 14);
     let cm = op.admitted.as_ref().and_then(|a| a.credit_memo);
     let mut query = sqlx::query(&sql)
         .bind(op.id)
@@ -153,7 +140,7 @@ pub async fn enqueue(tx: &mut Tx, backend: Backend, op: &NewOperation<'_>) -> Re
         .bind(op.admitted.as_ref().map(|a| a.amount))
         .bind(cm.map(|(id, _)| id))
         .bind(cm.map(|(_, amount)| amount));
-    if backend == Backend::Postgres {
+    if dialect::notifies(backend) {
         query = query.bind(WAKE_CHANNEL);
     }
     query.execute(tx.conn()).await?;
@@ -177,31 +164,24 @@ const CLAIM_SET: &str = "SET status = 'Running', lease_owner = $3, lease_token =
     retry_count = CASE WHEN status = 'Scheduled' THEN retry_count + 1 ELSE retry_count END, \
     rescue_count = CASE WHEN status = 'Running' THEN rescue_count + 1 ELSE rescue_count END";
 
-const CLAIM_RETURNING: &str =
-    "RETURNING id, type, parent_key, payload, lease_token, retry_count, retry_limit, retry_backoff, \
-    rescue_count";
-/// PostgreSQL's form joins `picked`, whose `id` would be ambiguous.
-const CLAIM_RETURNING_QUALIFIED: &str =
-    "RETURNING background_operations.id, type, parent_key, payload, lease_token, \
-    retry_count, retry_limit, retry_backoff, rescue_count";
+const CLAIM_RETURNING: &[&str] = &[
+    "id",
+    "type",
+    "parent_key",
+    "payload",
+    "lease_token",
+    "retry_count",
+    "retry_limit",
+    "retry_backoff",
+    "rescue_count",
+];
 
 /// The claim statements, for the tests that pin their query plans: the rescue of expired
 /// leases, then the claim of ready operations. Parameters: `$1` now, `$2` how many, `$3`
 /// worker, `$4` lease, `$5` worker URI.
 pub fn claim_statements(backend: Backend) -> [String; 2] {
-    let statement = |pick: &str, guard: &str| {
-        match backend {
-        Backend::Postgres => format!(
-            "WITH picked AS ({pick} FOR UPDATE SKIP LOCKED) \
-             UPDATE background_operations {CLAIM_SET} FROM picked \
-             WHERE background_operations.id = picked.id {CLAIM_RETURNING_QUALIFIED}"
-        ),
-        // SQLite has one writer at a time, so the select and update cannot interleave.
-        Backend::Sqlite => format!(
-            "UPDATE background_operations {CLAIM_SET} WHERE id IN ({pick}) AND {guard} {CLAIM_RETURNING}"
-        ),
-    }
-    };
+    let statement =
+        |pick: &str, guard: &str| dialect::claim(backend, pick, CLAIM_SET, guard, CLAIM_RETURNING);
     [
         statement(EXPIRED, "status = 'Running'"),
         statement(READY, "claimable_at IS NOT NULL"),
@@ -236,15 +216,15 @@ pub async fn claim(
             .await?;
         for r in &rows {
             claimed.push(Claimed {
-                id: r.try_get(0)?,
-                ty: r.try_get(1)?,
-                parent_key: r.try_get(2)?,
-                payload: r.try_get(3)?,
-                lease_token: r.try_get(4)?,
-                retry_count: r.try_get(5)?,
-                retry_limit: r.try_get(6)?,
-                retry_backoff_ms: r.try_get(7)?,
-                rescues: r.try_get(8)?,
+                id: r.try_get("id")?,
+                ty: r.try_get("type")?,
+                parent_key: r.try_get("parent_key")?,
+                payload: r.try_get("payload")?,
+                lease_token: r.try_get("lease_token")?,
+                retry_count: r.try_get("retry_count")?,
+                retry_limit: r.try_get("retry_limit")?,
+                retry_backoff_ms: r.try_get("retry_backoff")?,
+                rescues: r.try_get("rescue_count")?,
             });
         }
     }
@@ -255,7 +235,7 @@ pub async fn claim(
 /// Checks, inside the caller's transaction, that this worker still holds the lease; on
 /// PostgreSQL it also locks the operation row until the transaction ends, so a rescuer
 /// cannot take over half-way through the write.
-pub async fn fence(conn: &mut AnyConnection, id: &str, token: i64, now: i64) -> Result<()> {
+pub async fn fence(tx: &mut Tx, id: &str, token: i64, now: i64) -> Result<()> {
     let r = sqlx::query(
         "UPDATE background_operations SET last_modified_date = $1 \
          WHERE id = $2 AND lease_token = $3 AND status = 'Running'",
@@ -263,7 +243,7 @@ pub async fn fence(conn: &mut AnyConnection, id: &str, token: i64, now: i64) -> 
     .bind(now)
     .bind(id)
     .bind(token)
-    .execute(conn)
+    .execute(tx.conn())
     .await?;
     if r.rows_affected() == 1 {
         Ok(())
@@ -295,7 +275,6 @@ pub async fn heartbeat(db: &Db, id: &str, token: i64, lease_ms: i64, now: i64) -
 /// move to `to` (or, fenced, no longer held by that token).
 async fn finish(
     tx: &mut Tx,
-    backend: Backend,
     id: &str,
     token: Option<i64>,
     to: OperationStatus,
@@ -325,14 +304,14 @@ async fn finish(
     let Some(row) = query.fetch_optional(tx.conn()).await? else {
         return Ok(None);
     };
-    let parent_key: String = row.try_get(0)?;
-    let planned: Option<i64> = row.try_get(1)?;
+    let parent_key: String = row.try_get("parent_key")?;
+    let planned: Option<i64> = row.try_get("planned_at")?;
     if planned.is_none() {
-        crate::admission::release(tx.conn(), id, now).await?;
+        crate::admission::release(tx, id, now).await?;
     }
     // (After a plan the line has already moved on; once more costs one index probe and
     // means no line can stay stuck behind a finished operation.)
-    advance_line(tx.conn(), backend, &parent_key).await?;
+    advance_line(tx, &parent_key).await?;
     Ok(Some(()))
 }
 
@@ -341,7 +320,6 @@ pub async fn complete(db: &Db, id: &str, token: i64, now: i64) -> Result<()> {
     let mut tx = db.begin().await?;
     let done = finish(
         &mut tx,
-        db.backend(),
         id,
         Some(token),
         OperationStatus::Complete,
@@ -368,7 +346,6 @@ pub async fn fail(
         None => {
             finish(
                 &mut tx,
-                db.backend(),
                 id,
                 Some(token),
                 OperationStatus::Error,
@@ -420,16 +397,7 @@ pub async fn next_due(db: &Db) -> Result<Option<i64>> {
 /// aside is released.
 pub async fn cancel(db: &Db, id: &str, now: i64) -> Result<bool> {
     let mut tx = db.begin().await?;
-    let done = finish(
-        &mut tx,
-        db.backend(),
-        id,
-        None,
-        OperationStatus::Canceled,
-        None,
-        now,
-    )
-    .await?;
+    let done = finish(&mut tx, id, None, OperationStatus::Canceled, None, now).await?;
     tx.commit().await?;
     Ok(done.is_some())
 }

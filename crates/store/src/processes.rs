@@ -14,10 +14,8 @@
 use std::fs::{File, TryLockError};
 use std::path::PathBuf;
 
-use crate::{Backend, Db, Result, StoreError};
-
-/// The database's clock, in milliseconds since the epoch.
-const DB_NOW: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
+use crate::dialect::clock::POSTGRES_NOW_MS as DB_NOW;
+use crate::{Backend, Db, Result, StoreError, Tx};
 
 /// Held while this process runs workers on a SQLite file; dropping it (or the process
 /// ending) lets another start.
@@ -99,18 +97,18 @@ pub async fn rescue_silent(db: &Db, silence_ms: i64) -> Result<u64> {
     .await?;
     let mut freed = 0;
     for process in &gone {
-        freed += release_leases_of(tx.conn(), process).await?;
+        freed += release_leases_of(&mut tx, process).await?;
     }
     tx.commit().await?;
     Ok(freed)
 }
 
-async fn release_leases_of(conn: &mut sqlx::AnyConnection, process: &str) -> Result<u64> {
+async fn release_leases_of(tx: &mut Tx, process: &str) -> Result<u64> {
     Ok(sqlx::query(
         "UPDATE background_operations SET lease_expires_at = 0 WHERE status = 'Running' AND lease_owner = $1",
     )
     .bind(process)
-    .execute(conn)
+    .execute(tx.conn())
     .await?
     .rows_affected())
 }
@@ -119,7 +117,7 @@ async fn release_leases_of(conn: &mut sqlx::AnyConnection, process: &str) -> Res
 /// those operations at once) and, on PostgreSQL, it is no longer registered.
 pub async fn leave(db: &Db, process: &str) -> Result<u64> {
     let mut tx = db.begin().await?;
-    let freed = release_leases_of(tx.conn(), process).await?;
+    let freed = release_leases_of(&mut tx, process).await?;
     if db.backend() == Backend::Postgres {
         sqlx::query("DELETE FROM queue_processes WHERE id = $1")
             .bind(process)

@@ -1,10 +1,11 @@
 //! Generic record reads and inserts, driven by [`crate::schema`].
 
 use refunds_domain::ObjectType;
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
+use crate::lists::{in_list, placeholders};
 use crate::schema::{object_def, FieldDef, FieldKind};
-use crate::{Db, Result};
+use crate::{Db, Result, Tx};
 
 /// A stored value, before rendering.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,19 +107,14 @@ pub async fn get(
 }
 
 /// Inserts a record. Column names come from the schema tables only.
-pub async fn insert(
-    conn: &mut AnyConnection,
-    ty: ObjectType,
-    values: &[(&'static str, Value)],
-) -> Result<()> {
+pub async fn insert(tx: &mut Tx, ty: ObjectType, values: &[(&'static str, Value)]) -> Result<()> {
     let def = object_def(ty);
     let cols: Vec<&str> = values.iter().map(|(c, _)| *c).collect();
-    let params: Vec<String> = (1..=values.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
         "INSERT INTO {} ({}) VALUES ({})",
         def.table,
         cols.join(", "),
-        params.join(", ")
+        placeholders(1, values.len()).collect::<Vec<_>>().join(", ")
     );
     let mut query = sqlx::query(&sql);
     for (_, value) in values {
@@ -128,7 +124,7 @@ pub async fn insert(
             Value::Int(i) => query.bind(*i),
         };
     }
-    query.execute(conn).await?;
+    query.execute(tx.conn()).await?;
     Ok(())
 }
 
@@ -140,32 +136,29 @@ pub struct OrderSummaryHead {
     pub currency: String,
 }
 
-pub async fn order_summary_head(
-    conn: &mut AnyConnection,
-    id: &str,
-) -> Result<Option<OrderSummaryHead>> {
+pub async fn order_summary_head(tx: &mut Tx, id: &str) -> Result<Option<OrderSummaryHead>> {
     let row = sqlx::query(
         "SELECT id, order_life_cycle_type, currency_iso_code FROM order_summaries WHERE id = $1",
     )
     .bind(id)
-    .fetch_optional(conn)
+    .fetch_optional(tx.conn())
     .await?;
     row.map(|r| {
         Ok(OrderSummaryHead {
-            id: r.try_get(0)?,
-            life_cycle_type: r.try_get(1)?,
-            currency: r.try_get(2)?,
+            id: r.try_get("id")?,
+            life_cycle_type: r.try_get("order_life_cycle_type")?,
+            currency: r.try_get("currency_iso_code")?,
         })
     })
     .transpose()
 }
 
 /// Whether a record of `ty` with this id exists.
-pub async fn exists(conn: &mut AnyConnection, ty: ObjectType, id: &str) -> Result<bool> {
+pub async fn exists(tx: &mut Tx, ty: ObjectType, id: &str) -> Result<bool> {
     let sql = format!("SELECT 1 FROM {} WHERE id = $1", object_def(ty).table);
     Ok(sqlx::query(&sql)
         .bind(id)
-        .fetch_optional(conn)
+        .fetch_optional(tx.conn())
         .await?
         .is_some())
 }
@@ -174,18 +167,18 @@ pub async fn exists(conn: &mut AnyConnection, ty: ObjectType, id: &str) -> Resul
 /// exceptions in step, in the caller's transaction. Returns false if there is no such
 /// exception.
 pub async fn set_process_exception_status(
-    conn: &mut AnyConnection,
+    tx: &mut Tx,
     id: &str,
     status: &str,
     now: i64,
 ) -> Result<bool> {
     let row = sqlx::query("SELECT status, order_summary_id FROM process_exceptions WHERE id = $1")
         .bind(id)
-        .fetch_optional(&mut *conn)
+        .fetch_optional(tx.conn())
         .await?;
     let Some(row) = row else { return Ok(false) };
-    let old: String = row.try_get(0)?;
-    let order: String = row.try_get(1)?;
+    let old: String = row.try_get("status")?;
+    let order: String = row.try_get("order_summary_id")?;
     let active = |s: &str| crate::schema::ACTIVE_PROCESS_EXCEPTION_STATUSES.contains(&s);
     let delta: i64 = match (active(&old), active(status)) {
         (true, false) => -1,
@@ -196,7 +189,7 @@ pub async fn set_process_exception_status(
         .bind(status)
         .bind(now)
         .bind(id)
-        .execute(&mut *conn)
+        .execute(tx.conn())
         .await?;
     if delta != 0 {
         let r = sqlx::query(
@@ -206,7 +199,7 @@ pub async fn set_process_exception_status(
         .bind(delta)
         .bind(now)
         .bind(&order)
-        .execute(&mut *conn)
+        .execute(tx.conn())
         .await?;
         crate::db::expect_one(r, || format!("order summary {order}"))?;
     }
@@ -223,30 +216,29 @@ pub struct PaymentHead {
     pub currency: String,
 }
 
-pub async fn payment_heads(conn: &mut AnyConnection, ids: &[String]) -> Result<Vec<PaymentHead>> {
+pub async fn payment_heads(tx: &mut Tx, ids: &[String]) -> Result<Vec<PaymentHead>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let params: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
-        "SELECT id, order_payment_summary_id, amount, status, currency_iso_code FROM payments WHERE id IN ({})",
-        params.join(", ")
+        "SELECT id, order_payment_summary_id, amount, status, currency_iso_code FROM payments WHERE {}",
+        in_list("id", placeholders(1, ids.len()))
     );
     let mut query = sqlx::query(&sql);
     for id in ids {
         query = query.bind(id.as_str());
     }
     query
-        .fetch_all(conn)
+        .fetch_all(tx.conn())
         .await?
         .iter()
         .map(|r| {
             Ok(PaymentHead {
-                id: r.try_get(0)?,
-                summary_id: r.try_get(1)?,
-                amount: r.try_get(2)?,
-                status: r.try_get(3)?,
-                currency: r.try_get(4)?,
+                id: r.try_get("id")?,
+                summary_id: r.try_get("order_payment_summary_id")?,
+                amount: r.try_get("amount")?,
+                status: r.try_get("status")?,
+                currency: r.try_get("currency_iso_code")?,
             })
         })
         .collect()
@@ -256,7 +248,7 @@ pub async fn payment_heads(conn: &mut AnyConnection, ids: &[String]) -> Result<V
 /// processed amounts into `AuthorizationAmount` and `CapturedAmount`. The payments are
 /// claimed with a conditional update, so two concurrent requests cannot both take one.
 pub async fn create_order_payment_summary(
-    conn: &mut AnyConnection,
+    tx: &mut Tx,
     id: &str,
     order_id: &str,
     payments: &[PaymentHead],
@@ -277,7 +269,7 @@ pub async fn create_order_payment_summary(
     .bind(captured)
     .bind(currency)
     .bind(now)
-    .execute(&mut *conn)
+    .execute(tx.conn())
     .await?;
     for p in payments {
         let r = sqlx::query(
@@ -287,7 +279,7 @@ pub async fn create_order_payment_summary(
         .bind(id)
         .bind(now)
         .bind(&p.id)
-        .execute(&mut *conn)
+        .execute(tx.conn())
         .await?;
         if r.rows_affected() != 1 {
             return Ok(false);
@@ -305,23 +297,23 @@ pub struct IdempotencyRecord {
 
 /// Looks a key up, forgetting it first if it is older than `cutoff`.
 pub async fn idempotency_key(
-    conn: &mut AnyConnection,
+    tx: &mut Tx,
     key: &str,
     cutoff: i64,
 ) -> Result<Option<IdempotencyRecord>> {
     sqlx::query("DELETE FROM idempotency_keys WHERE idempotency_key = $1 AND created_at < $2")
         .bind(key)
         .bind(cutoff)
-        .execute(&mut *conn)
+        .execute(tx.conn())
         .await?;
     let row = sqlx::query("SELECT request_hash, background_operation_id FROM idempotency_keys WHERE idempotency_key = $1")
         .bind(key)
-        .fetch_optional(conn)
+        .fetch_optional(tx.conn())
         .await?;
     row.map(|r| {
         Ok(IdempotencyRecord {
-            request_hash: r.try_get(0)?,
-            operation_id: r.try_get(1)?,
+            request_hash: r.try_get("request_hash")?,
+            operation_id: r.try_get("background_operation_id")?,
         })
     })
     .transpose()
@@ -329,7 +321,7 @@ pub async fn idempotency_key(
 
 /// Remembers a key; false if another request stored it first.
 pub async fn remember_idempotency_key(
-    conn: &mut AnyConnection,
+    tx: &mut Tx,
     key: &str,
     hash: &str,
     operation_id: &str,
@@ -343,7 +335,7 @@ pub async fn remember_idempotency_key(
     .bind(hash)
     .bind(operation_id)
     .bind(now)
-    .execute(conn)
+    .execute(tx.conn())
     .await?;
     Ok(r.rows_affected() == 1)
 }

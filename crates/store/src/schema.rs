@@ -87,11 +87,12 @@ pub const ACTIVE_PROCESS_EXCEPTION_STATUSES: &[&str] = &["New", "Triaged"];
 /// SQL that holds for an active process exception (`status IN ('New', 'Triaged')`); the
 /// statuses are this file's constants, never input.
 pub fn active_process_exception_sql() -> String {
-    let quoted: Vec<String> = ACTIVE_PROCESS_EXCEPTION_STATUSES
-        .iter()
-        .map(|s| format!("'{s}'"))
-        .collect();
-    format!("status IN ({})", quoted.join(", "))
+    crate::lists::in_list(
+        "status",
+        ACTIVE_PROCESS_EXCEPTION_STATUSES
+            .iter()
+            .map(|s| format!("'{s}'")),
+    )
 }
 
 static ORDER_SUMMARY: ObjectDef = ObjectDef {

@@ -25,24 +25,24 @@ pub struct Snapshot {
 async fn counts(db: &Db, sql: &str) -> Result<Vec<(String, i64)>> {
     let rows = sqlx::query(sql).fetch_all(db.pool()).await?;
     rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .map(|r| Ok((r.try_get("name")?, r.try_get("n")?)))
         .collect()
 }
 
 pub async fn snapshot(db: &Db, now: i64) -> Result<Snapshot> {
     let operations = counts(
         db,
-        "SELECT status, CAST(COUNT(*) AS BIGINT) FROM background_operations GROUP BY status ORDER BY status",
+        "SELECT status AS name, CAST(COUNT(*) AS BIGINT) AS n FROM background_operations GROUP BY status ORDER BY status",
     )
     .await?;
     let refunds = counts(
         db,
-        "SELECT status, CAST(COUNT(*) AS BIGINT) FROM refunds GROUP BY status ORDER BY status",
+        "SELECT status AS name, CAST(COUNT(*) AS BIGINT) AS n FROM refunds GROUP BY status ORDER BY status",
     )
     .await?;
     let reconciling = counts(
         db,
-        "SELECT reconcile_state, CAST(COUNT(*) AS BIGINT) FROM refunds WHERE reconcile_state <> 'none' \
+        "SELECT reconcile_state AS name, CAST(COUNT(*) AS BIGINT) AS n FROM refunds WHERE reconcile_state <> 'none' \
          GROUP BY reconcile_state ORDER BY reconcile_state",
     )
     .await?;

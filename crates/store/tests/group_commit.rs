@@ -23,7 +23,7 @@ async fn insert(db: &Db, id: i64) -> refunds_store::Tx {
     let mut tx = db.begin().await.expect("begin");
     sqlx::query("INSERT INTO t (id) VALUES ($1)")
         .bind(id)
-        .execute(tx.conn())
+        .execute(tx.raw_connection())
         .await
         .expect("insert");
     tx
@@ -90,7 +90,7 @@ async fn a_member_that_fails_or_rolls_back_takes_only_its_own_work() {
                 }
                 _ => {
                     let duplicate = sqlx::query("INSERT INTO t (id) VALUES (1)")
-                        .execute(tx.conn())
+                        .execute(tx.raw_connection())
                         .await;
                     assert!(duplicate.is_err(), "id 1 is taken within the group");
                     Ok(()) // dropped after the failed statement
@@ -128,7 +128,7 @@ async fn a_failed_commit_fails_every_member_and_keeps_nothing() {
             let mut tx = db.begin().await?;
             // Checked only at COMMIT: the whole group's COMMIT fails.
             sqlx::query("INSERT INTO child (id, parent) VALUES (1, 999)")
-                .execute(tx.conn())
+                .execute(tx.raw_connection())
                 .await?;
             tx.commit().await
         })

@@ -43,18 +43,18 @@ async fn old_schema_with_rows(db: &Db) {
         "CREATE TABLE refunds_schema_migrations \
          (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
     )
-    .execute(tx.conn())
+    .execute(tx.raw_connection())
     .await
     .expect("migrations table");
     for (version, name, sql) in BEFORE {
         sqlx::raw_sql(sql)
-            .execute(tx.conn())
+            .execute(tx.raw_connection())
             .await
             .expect("old migration");
         sqlx::query("INSERT INTO refunds_schema_migrations VALUES ($1, $2, 0)")
             .bind(*version)
             .bind(*name)
-            .execute(tx.conn())
+            .execute(tx.raw_connection())
             .await
             .expect("record migration");
     }
@@ -72,7 +72,7 @@ async fn old_schema_with_rows(db: &Db) {
         .bind(*scheduled)
         .bind((*status == "Running").then_some(i64::MAX))
         .bind(*planned)
-        .execute(tx.conn())
+        .execute(tx.raw_connection())
         .await
         .expect("old row");
     }

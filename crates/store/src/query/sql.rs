@@ -13,6 +13,7 @@ use sqlx::Any;
 
 use super::number::{exponents, Scaled};
 use super::{Column, Comparison, Filter, Op, Order, Query, Relationship, Typed, TypedValue};
+use crate::lists::in_list;
 use crate::schema::{FieldDef, FieldKind, ObjectDef};
 use crate::{Backend, Result, StoreError};
 
@@ -100,7 +101,7 @@ struct Compiler {
     binds: Vec<Bind>,
     sources: Vec<Source>,
     /// Placeholders of the currency groups' codes, bound on first use.
-    currency_groups: Option<Vec<(u32, String)>>,
+    currency_groups: Option<Vec<(u32, Vec<String>)>>,
 }
 
 const FALSE: &str = "(1 = 0)";
@@ -136,20 +137,16 @@ impl Compiler {
         Ok((expr, format!("{}.cur", self.sources[source].alias)))
     }
 
-    /// PostgreSQL would order text by the database's locale; Salesforce orders by code
-    /// point (of the upper-cased text), which is SQLite's default.
+    /// Salesforce orders text by code point (of the upper-cased text).
     fn binary(&self, expr: String) -> String {
-        match self.backend {
-            Backend::Postgres => format!("{expr} COLLATE \"C\""),
-            Backend::Sqlite => expr,
-        }
+        crate::dialect::text::by_code_point(self.backend, expr)
     }
 
-    fn groups(&mut self) -> Vec<(u32, String)> {
+    fn groups(&mut self) -> Vec<(u32, Vec<String>)> {
         if let Some(groups) = &self.currency_groups {
             return groups.clone();
         }
-        let groups: Vec<(u32, String)> = exponents()
+        let groups: Vec<(u32, Vec<String>)> = exponents()
             .groups
             .iter()
             .map(|(exponent, codes)| {
@@ -157,7 +154,7 @@ impl Compiler {
                     .iter()
                     .map(|c| self.bind(Bind::Text(c.clone())))
                     .collect();
-                (*exponent, params.join(", "))
+                (*exponent, params)
             })
             .collect();
         self.currency_groups = Some(groups.clone());
@@ -173,7 +170,7 @@ impl Compiler {
         let mut sql = String::from("(CASE");
         for (exponent, params) in self.groups() {
             let then = branch(self, exponent);
-            let _ = write!(sql, " WHEN {cur} IN ({params}) THEN {then}");
+            let _ = write!(sql, " WHEN {} THEN {then}", in_list(cur, params));
         }
         let otherwise = branch(self, exponents().default);
         let _ = write!(sql, " ELSE {otherwise} END)");
@@ -274,11 +271,11 @@ impl Compiler {
                 .into_iter()
                 .map(|s| format!("UPPER({})", self.bind(Bind::Text(s))))
                 .collect();
-            any.push(format!("UPPER({expr}) IN ({})", params.join(", ")));
+            any.push(in_list(&format!("UPPER({expr})"), params));
         }
         if !ids.is_empty() {
             let params: Vec<String> = ids.into_iter().map(|s| self.bind(Bind::Text(s))).collect();
-            any.push(format!("{expr} IN ({})", params.join(", ")));
+            any.push(in_list(&expr, params));
         }
         let exact = |values: &[super::Number], exponent: u32| -> Vec<i64> {
             values
@@ -313,7 +310,7 @@ impl Compiler {
             .into_iter()
             .map(|n| self.bind(Bind::Int(n)))
             .collect();
-        format!("{expr} IN ({})", params.join(", "))
+        in_list(expr, params)
     }
 
     /// `expr op value` for an integer column and a value that may fall between integers

@@ -1,0 +1,319 @@
+//! Planning: an order's funds, credit memos and invoices, reservations, and the Draft
+//! refunds a plan writes.
+
+use sqlx::Row;
+
+use crate::db::expect_one;
+use crate::dialect::locks;
+use crate::lists::{in_list, placeholders};
+use crate::{Result, Tx};
+
+/// An order payment summary as the allocator needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SummaryFunds {
+    pub id: String,
+    pub available: i64,
+}
+
+/// A payment as the allocator needs it; `refundable` is 0 unless the payment is `Processed`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentFunds {
+    pub id: String,
+    pub summary_id: String,
+    pub gateway_id: String,
+    pub refundable: i64,
+}
+
+/// The order summary and its refundable money, oldest first (the deterministic tie-break).
+#[derive(Clone, Debug)]
+pub struct OrderFunds {
+    pub order_id: String,
+    pub life_cycle_type: String,
+    pub currency: String,
+    pub summaries: Vec<SummaryFunds>,
+    pub payments: Vec<PaymentFunds>,
+}
+
+/// Reads an order's funds in three queries. With `lock` on PostgreSQL the summaries and
+/// payments stay locked until the transaction ends, so the reservations that follow see
+/// exactly what the allocation saw.
+pub async fn order_funds(tx: &mut Tx, order_id: &str, lock: bool) -> Result<Option<OrderFunds>> {
+    let (lock_clause, lock_payments) = if lock {
+        let backend = tx.backend();
+        (
+            locks::for_update(backend),
+            locks::for_update_of(backend, "p"),
+        )
+    } else {
+        ("", String::new())
+    };
+    let Some(head) = sqlx::query(&format!(
+        "SELECT order_life_cycle_type, currency_iso_code FROM order_summaries WHERE id = $1{lock_clause}"
+    ))
+    .bind(order_id)
+    .fetch_optional(tx.conn())
+    .await?
+    else {
+        return Ok(None);
+    };
+    let summaries = sqlx::query(&format!(
+        "SELECT id, captured_amount - refunded_amount - pending_refund_amount AS available FROM order_payment_summaries \
+         WHERE order_summary_id = $1 ORDER BY created_date, id{lock_clause}"
+    ))
+    .bind(order_id)
+    .fetch_all(tx.conn())
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(SummaryFunds {
+            id: r.try_get("id")?,
+            available: r.try_get::<i64, _>("available")?.max(0),
+        })
+    })
+    .collect::<Result<Vec<_>>>()?;
+    let payments = sqlx::query(&format!(
+        "SELECT p.id, p.order_payment_summary_id, p.payment_gateway_id, \
+         CASE WHEN p.status = 'Processed' THEN p.amount - p.total_refund_applied - p.pending_refund_amount ELSE 0 END AS refundable \
+         FROM payments p JOIN order_payment_summaries s ON s.id = p.order_payment_summary_id \
+         WHERE s.order_summary_id = $1 ORDER BY p.created_date, p.id{lock_payments}"
+    ))
+    .bind(order_id)
+    .fetch_all(tx.conn())
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(PaymentFunds {
+            id: r.try_get("id")?,
+            summary_id: r.try_get("order_payment_summary_id")?,
+            gateway_id: r.try_get("payment_gateway_id")?,
+            refundable: r.try_get::<i64, _>("refundable")?.max(0),
+        })
+    })
+    .collect::<Result<Vec<_>>>()?;
+    Ok(Some(OrderFunds {
+        order_id: order_id.to_string(),
+        life_cycle_type: head.try_get("order_life_cycle_type")?,
+        currency: head.try_get("currency_iso_code")?,
+        summaries,
+        payments,
+    }))
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreditMemoRow {
+    pub id: String,
+    pub reference_entity_id: String,
+    pub balance: i64,
+    pub status: String,
+}
+
+pub async fn credit_memo(tx: &mut Tx, id: &str) -> Result<Option<CreditMemoRow>> {
+    let row = sqlx::query(
+        "SELECT id, reference_entity_id, balance, status FROM credit_memos WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(tx.conn())
+    .await?;
+    row.map(|r| {
+        Ok(CreditMemoRow {
+            id: r.try_get("id")?,
+            reference_entity_id: r.try_get("reference_entity_id")?,
+            balance: r.try_get("balance")?,
+            status: r.try_get("status")?,
+        })
+    })
+    .transpose()
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvoiceRow {
+    pub id: String,
+    pub reference_entity_id: String,
+    pub balance: i64,
+    pub status: String,
+}
+
+/// The given invoices that exist, oldest first.
+pub async fn invoices(tx: &mut Tx, ids: &[String]) -> Result<Vec<InvoiceRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT id, reference_entity_id, balance, status FROM invoices WHERE {} ORDER BY created_date, id",
+        in_list("id", placeholders(1, ids.len()))
+    );
+    let mut query = sqlx::query(&sql);
+    for id in ids {
+        query = query.bind(id.as_str());
+    }
+    query
+        .fetch_all(tx.conn())
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(InvoiceRow {
+                id: r.try_get("id")?,
+                reference_entity_id: r.try_get("reference_entity_id")?,
+                balance: r.try_get("balance")?,
+                status: r.try_get("status")?,
+            })
+        })
+        .collect()
+}
+
+/// Pays `amount` of an invoice from a credit memo: both balances drop and a
+/// `CreditMemoInvApplication` records it.
+#[allow(clippy::too_many_arguments)]
+pub async fn apply_credit_memo(
+    tx: &mut Tx,
+    application_id: &str,
+    credit_memo_id: &str,
+    invoice_id: &str,
+    amount: i64,
+    operation_id: &str,
+    currency: &str,
+    now: i64,
+) -> Result<()> {
+    take_from_credit_memo(tx, credit_memo_id, amount, now).await?;
+    let r = sqlx::query(
+        "UPDATE invoices SET balance = balance - $1, last_modified_date = $2 WHERE id = $3 AND balance >= $1",
+    )
+    .bind(amount)
+    .bind(now)
+    .bind(invoice_id)
+    .execute(tx.conn())
+    .await?;
+    expect_one(r, || format!("invoice {invoice_id} with balance {amount}"))?;
+    sqlx::query(
+        "INSERT INTO credit_memo_inv_applications (id, credit_memo_id, invoice_id, amount, type, applied_date, \
+         background_operation_id, currency_iso_code, created_date, last_modified_date) \
+         VALUES ($1, $2, $3, $4, 'Applied', $5, $6, $7, $5, $5)",
+    )
+    .bind(application_id)
+    .bind(credit_memo_id)
+    .bind(invoice_id)
+    .bind(amount)
+    .bind(now)
+    .bind(operation_id)
+    .bind(currency)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
+/// Lowers a credit memo's balance, only if it holds that much.
+pub async fn take_from_credit_memo(tx: &mut Tx, id: &str, amount: i64, now: i64) -> Result<()> {
+    let r = sqlx::query(
+        "UPDATE credit_memos SET balance = balance - $1, last_modified_date = $2 WHERE id = $3 AND balance >= $1",
+    )
+    .bind(amount)
+    .bind(now)
+    .bind(id)
+    .execute(tx.conn())
+    .await?;
+    expect_one(r, || format!("credit memo {id} with balance {amount}"))
+}
+
+/// Reserves `amount` on a summary and one of its payments: `PendingRefundAmount` rises
+/// only where at least that much is still available to refund.
+pub async fn reserve(
+    tx: &mut Tx,
+    summary_id: &str,
+    payment_id: &str,
+    amount: i64,
+    now: i64,
+) -> Result<()> {
+    let r = sqlx::query(
+        "UPDATE order_payment_summaries SET pending_refund_amount = pending_refund_amount + $1, \
+         last_modified_date = $2 WHERE id = $3 AND captured_amount - refunded_amount - pending_refund_amount >= $1",
+    )
+    .bind(amount)
+    .bind(now)
+    .bind(summary_id)
+    .execute(tx.conn())
+    .await?;
+    expect_one(r, || {
+        format!("order payment summary {summary_id} with {amount} available")
+    })?;
+    let r = sqlx::query(
+        "UPDATE payments SET pending_refund_amount = pending_refund_amount + $1, last_modified_date = $2 \
+         WHERE id = $3 AND status = 'Processed' AND amount - total_refund_applied - pending_refund_amount >= $1",
+    )
+    .bind(amount)
+    .bind(now)
+    .bind(payment_id)
+    .execute(tx.conn())
+    .await?;
+    expect_one(r, || {
+        format!("payment {payment_id} with {amount} refundable")
+    })
+}
+
+/// A refund about to be asked for.
+#[derive(Clone, Debug)]
+pub struct NewRefund<'a> {
+    pub id: &'a str,
+    pub operation_id: &'a str,
+    pub leg: i64,
+    pub summary_id: &'a str,
+    pub payment_id: &'a str,
+    pub gateway_id: &'a str,
+    pub amount: i64,
+    pub credit_memo_id: Option<&'a str>,
+    pub credit_memo_amount: i64,
+    pub currency: &'a str,
+    pub now: i64,
+}
+
+/// Inserts a `Draft` refund; its id is the idempotency key sent to the provider and its
+/// ClientContext is `<operation id>:<leg>`.
+pub async fn insert_refund(tx: &mut Tx, r: &NewRefund<'_>) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO refunds (id, background_operation_id, leg, order_payment_summary_id, payment_id, \
+         payment_gateway_id, amount, credit_memo_id, credit_memo_amount, status, type, processing_mode, \
+         client_context, currency_iso_code, created_date, last_modified_date) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'Draft', 'Referenced', 'Salesforce', $10, $11, $12, $12)",
+    )
+    .bind(r.id)
+    .bind(r.operation_id)
+    .bind(r.leg)
+    .bind(r.summary_id)
+    .bind(r.payment_id)
+    .bind(r.gateway_id)
+    .bind(r.amount)
+    .bind(r.credit_memo_id)
+    .bind(r.credit_memo_amount)
+    .bind(format!("{}:{}", r.operation_id, r.leg))
+    .bind(r.currency)
+    .bind(r.now)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
+/// Whether the operation already fixed its refunds (a rescued run must not plan twice).
+pub async fn is_planned(tx: &mut Tx, operation_id: &str) -> Result<bool> {
+    let planned: Option<Option<i64>> =
+        sqlx::query_scalar("SELECT planned_at FROM background_operations WHERE id = $1")
+            .bind(operation_id)
+            .fetch_optional(tx.conn())
+            .await?;
+    Ok(matches!(planned, Some(Some(_))))
+}
+
+/// Records that the operation's refunds are fixed, in the planning transaction: the
+/// operation stops holding its order's line, so the next one may plan.
+pub async fn mark_planned(tx: &mut Tx, operation_id: &str, now: i64) -> Result<()> {
+    let parent_key: Option<String> = sqlx::query_scalar(
+        "UPDATE background_operations SET planned_at = $1 WHERE id = $2 AND planned_at IS NULL \
+         RETURNING parent_key",
+    )
+    .bind(now)
+    .bind(operation_id)
+    .fetch_optional(tx.conn())
+    .await?;
+    let parent_key = parent_key.ok_or_else(|| {
+        crate::StoreError::Missing(format!("unplanned background operation {operation_id}"))
+    })?;
+    crate::ops::advance_line(tx, &parent_key).await
+}
