@@ -83,6 +83,40 @@ pub fn admit(req: &AdmissionRequest<'_>) -> Result<Admission, AdmissionError> {
     })
 }
 
+/// What an operation's admission set aside, as its plan uses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// Of the credit memo's balance (invoices and refund).
+    pub credit_memo: i64,
+    /// Of the order's money: the whole refund (credit memo part and excess funds).
+    pub refund: i64,
+}
+
+/// What a plan takes from its credit memo, by the same rule as [`admit`]: the fee invoices
+/// are paid first from what the credit memo may give, and the rest is refunded. What it may
+/// give is its `balance`, but no more than the admission set aside; and the refunded part is
+/// no more than the admission set aside on the order beyond the `excess` funds. `held` is
+/// `None` for an operation admitted before admissions set money aside: then the balance
+/// alone bounds it. Answers what each invoice is paid and the credit memo's part of the
+/// refund.
+pub fn plan_credit_memo(
+    balance: i64,
+    invoices: &[i64],
+    excess: i64,
+    held: Option<Held>,
+) -> (Vec<i64>, i64) {
+    let budget = match held {
+        Some(h) => balance.min(h.credit_memo),
+        None => balance,
+    };
+    let (payments, left) = pay_invoices(budget, invoices);
+    let part = match held {
+        Some(h) => left.min(h.refund.saturating_sub(excess).max(0)),
+        None => left,
+    };
+    (payments, part)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +134,34 @@ mod tests {
             excess,
             available,
         })
+    }
+
+    #[test]
+    fn a_plan_takes_no_more_than_its_admission_set_aside() {
+        let held = Held {
+            credit_memo: 5000,
+            refund: 4250,
+        };
+        // As admitted: the same invoice payments and credit memo part.
+        assert_eq!(
+            plan_credit_memo(5000, &[1000], 250, Some(held)),
+            (vec![1000], 4000)
+        );
+        // The balance grew since (a memo edited upward): the plan still takes what was held.
+        assert_eq!(
+            plan_credit_memo(9000, &[1000], 250, Some(held)),
+            (vec![1000], 4000)
+        );
+        // The balance shrank: the plan takes what is there.
+        assert_eq!(
+            plan_credit_memo(3000, &[1000], 250, Some(held)),
+            (vec![1000], 2000)
+        );
+        // Admitted before admissions set money aside: the balance alone bounds it.
+        assert_eq!(
+            plan_credit_memo(3000, &[1000], 250, None),
+            (vec![1000], 2000)
+        );
     }
 
     #[test]

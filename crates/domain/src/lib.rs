@@ -16,7 +16,9 @@ pub mod picklist;
 pub mod provider;
 pub mod result_code;
 
-pub use admission::{admit, pay_invoices, Admission, AdmissionError, AdmissionRequest};
+pub use admission::{
+    admit, pay_invoices, plan_credit_memo, Admission, AdmissionError, AdmissionRequest,
+};
 pub use allocation::{
     allocate, pick, Allocation, AllocationRequest, AllocationRule, Leg, SequenceItem, SummarySlot,
 };

@@ -92,11 +92,9 @@ pub async fn admit(
     now: i64,
 ) -> Result<EnsureRefunds, Refusal> {
     let order_id = input.order_id.as_str();
-    if !admission::lock_order(tx, order_id).await? {
-        return Err(Refusal::OrderNotFound);
-    }
-    // One read of the order and its money (the request's other checks all need it).
-    let funds = sql::order_funds(tx, order_id, false)
+    // One read of the order and its money (the request's other checks all need it), with
+    // the order's lock: what this admission reads cannot change before it commits.
+    let funds = sql::order_funds(tx, order_id, true)
         .await?
         .ok_or(Refusal::OrderNotFound)?;
     if funds.life_cycle_type == "UNMANAGED" {
@@ -114,13 +112,7 @@ pub async fn admit(
             minor
         }
     };
-    let (order_held, memo_held) = admission::admitted(
-        tx,
-        order_id,
-        input.credit_memo_id.as_ref().map(SfId::as_str),
-    )
-    .await?;
-
+    let order_held = funds.admitted;
     let mut memo_balance = None;
     let mut invoice_balances = Vec::new();
     if let Some(cm_id) = &input.credit_memo_id {
@@ -138,7 +130,7 @@ pub async fn admit(
             });
         }
         // What earlier admissions of this memo have not claimed.
-        let usable = cm.balance.saturating_sub(memo_held).max(0);
+        let usable = cm.balance.saturating_sub(cm.admitted).max(0);
         if usable == 0 && input.excess_funds.is_none() {
             return Err(Refusal::NoCreditMemoBalance(cm_id.to_string()));
         }

@@ -9,8 +9,9 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use refunds_domain::admission::Held;
 use refunds_domain::{
-    allocate, pay_invoices, AllocationRequest, ObjectType, SequenceItem, SfId, SfResultCode,
+    allocate, plan_credit_memo, AllocationRequest, ObjectType, SequenceItem, SfId, SfResultCode,
     SummarySlot,
 };
 use refunds_gateway::{Outcome, Provider, Registry};
@@ -23,8 +24,8 @@ use std::sync::Arc;
 
 use crate::keys::{self, Resend};
 use crate::settle::{
-    finish_call, format_amount, gateway_config, request_for, settle_with, start_call, Interaction,
-    Then,
+    finish_call, format_amount, gateway_config, request_for, settle_with, start_call,
+    write_initiated, Call, Interaction, Then,
 };
 use crate::{ms, timed, EnsureRefunds, Job, JobContext, JobError, QueueConfig, ENSURE_REFUNDS};
 
@@ -38,14 +39,22 @@ impl EnsureRefundsJob {
         EnsureRefundsJob { config, registry }
     }
 
-    async fn plan(&self, ctx: &JobContext, req: &EnsureRefunds) -> Result<(), JobError> {
+    /// Plans the operation's refunds in one transaction (unless an earlier run did): the
+    /// allocation, the reservations, the Draft refunds, and each one's first provider call
+    /// as an `Initiated` log row. Answers the log row of each refund's first call, by
+    /// refund id (empty when an earlier run planned).
+    async fn plan(
+        &self,
+        ctx: &JobContext,
+        req: &EnsureRefunds,
+    ) -> Result<HashMap<String, String>, JobError> {
         let op_id = ctx.op.id.as_str();
         let now = now_ms();
-        let mut tx = ctx.fenced().await?;
-        if sql::is_planned(&mut tx, op_id).await? {
-            tx.rollback().await?;
-            return Ok(());
+        let mut first_calls = HashMap::new();
+        if ctx.op.planned {
+            return Ok(first_calls);
         }
+        let mut tx = ctx.fenced().await?;
         let funds = sql::order_funds(&mut tx, &req.order_summary_id, true)
             .await?
             .ok_or_else(|| {
@@ -58,21 +67,23 @@ impl EnsureRefundsJob {
         // What the admission set aside becomes this plan's: the reservations below take
         // its place, and the plan takes no more than it (money of its own: a later
         // operation was admitted against the rest).
-        let held = admission::take_for_plan(&mut tx, op_id, now).await?;
+        let held = ctx.op.held.as_ref();
+        if let Some(held) = held {
+            admission::take_for_plan(&mut tx, op_id, held, now).await?;
+        }
         let mut credit_memo_part = 0;
         if let Some(cm_id) = &req.credit_memo_id {
             let cm = sql::credit_memo(&mut tx, cm_id)
                 .await?
                 .ok_or_else(|| JobError::Failed(format!("credit memo {cm_id} no longer exists")))?;
-            let budget = match &held {
-                Some(h) => cm
-                    .balance
-                    .min(h.credit_memo.as_ref().map_or(0, |(_, amount)| *amount)),
-                None => cm.balance,
-            };
             let invoices = sql::invoices(&mut tx, &req.invoices_to_pay).await?;
             let owed: Vec<i64> = invoices.iter().map(|i| i.balance).collect();
-            let (payments, left) = pay_invoices(budget, &owed);
+            let held = held.map(|h| Held {
+                credit_memo: h.credit_memo.as_ref().map_or(0, |(_, amount)| *amount),
+                refund: h.amount,
+            });
+            let (payments, part) =
+                plan_credit_memo(cm.balance, &owed, req.excess_funds_amount, held);
             for (invoice, pay) in invoices.iter().zip(payments) {
                 if pay > 0 {
                     let app_id = SfId::generate(ObjectType::CreditMemoInvApplication).into_string();
@@ -89,10 +100,7 @@ impl EnsureRefundsJob {
                     .await?;
                 }
             }
-            credit_memo_part = match &held {
-                Some(h) => left.min(h.amount.saturating_sub(req.excess_funds_amount).max(0)),
-                None => left,
-            };
+            credit_memo_part = part;
         }
 
         let payments_of: Vec<Vec<&PaymentFunds>> = funds
@@ -168,10 +176,22 @@ impl EnsureRefundsJob {
                         .filter(|_| leg.from_credit_memo > 0),
                     credit_memo_amount: leg.from_credit_memo,
                     currency: &funds.currency,
+                    attempts: 1,
                     now,
                 },
             )
             .await?;
+            let log_id = SfId::generate(ObjectType::PaymentGatewayLog).into_string();
+            let call = Call {
+                refund_id: &refund_id,
+                payment_ref: payment.payment_ref.as_deref(),
+                amount: leg.amount,
+                currency: &funds.currency,
+                summary_id: &summary.id,
+                gateway_id: &payment.gateway_id,
+            };
+            write_initiated(&mut tx, &log_id, Interaction::ReferencedRefund, &call, now).await?;
+            first_calls.insert(refund_id, log_id);
         }
 
         let short_cm = allocation.unallocated_credit_memo;
@@ -207,7 +227,7 @@ impl EnsureRefundsJob {
             legs = allocation.legs.len(),
             "refunds planned"
         );
-        Ok(())
+        Ok(first_calls)
     }
 
     fn provider_for(&self, w: &RefundWork) -> Result<Arc<dyn Provider>, String> {
@@ -222,31 +242,49 @@ impl EnsureRefundsJob {
             .map_err(|e| e.to_string())
     }
 
-    /// Asks the provider for one refund until the answer is final or unknown.
-    async fn drive(&self, ctx: &JobContext, w: &RefundWork) -> Result<(), JobError> {
+    /// Asks the provider for one refund until the answer is final or unknown. `first_call`
+    /// is the `Initiated` log row the plan wrote for its first call (the attempt is already
+    /// counted); without one, each call writes its own first.
+    async fn drive(
+        &self,
+        ctx: &JobContext,
+        w: &RefundWork,
+        mut first_call: Option<String>,
+    ) -> Result<(), JobError> {
         let run = Some(&ctx.op);
         let provider = match self.provider_for(w) {
             Ok(p) => p,
             Err(why) => {
-                let log_id = start_call(&ctx.db, run, w, Interaction::ReferencedRefund).await?;
+                let log_id = match first_call {
+                    Some(log_id) => log_id,
+                    None => start_call(&ctx.db, run, w, Interaction::ReferencedRefund).await?,
+                };
                 let outcome = Outcome::bare(SfResultCode::PermanentFail, why);
                 let then = Then::Settle { poll_at: None };
                 finish_call(&ctx.db, run, w, &log_id, &outcome, false, 0, then).await?;
                 return Ok(());
             }
         };
-        if keys::before_resend(&ctx.db, run, &self.config, &*provider, w).await? == Resend::Done {
+        // A refund this run just planned was never sent, so its key cannot be forgotten.
+        if first_call.is_none()
+            && keys::before_resend(&ctx.db, run, &self.config, &*provider, w).await? == Resend::Done
+        {
             return Ok(());
         }
         let request = request_for(w);
         // An earlier run called the provider for this refund (and died before recording
         // the answer): that request may have arrived, so failing to reach the provider now
-        // proves nothing, and the refund is looked up rather than released.
-        let sent_before = w.attempts > 0;
+        // proves nothing, and the refund is looked up rather than released. (A first call
+        // the plan wrote down is counted already, and is this run's.)
+        let counted_here = i64::from(first_call.is_some());
+        let sent_before = w.attempts > counted_here;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let log_id = start_call(&ctx.db, run, w, Interaction::ReferencedRefund).await?;
+            let log_id = match first_call.take() {
+                Some(log_id) => log_id,
+                None => start_call(&ctx.db, run, w, Interaction::ReferencedRefund).await?,
+            };
             let (outcome, duration) = timed(provider.refund(&request)).await;
             tracing::info!(
                 operation = %w.operation_id, refund = %w.id, amount = w.amount.minor(), attempt,
@@ -283,9 +321,10 @@ impl Job for EnsureRefundsJob {
     async fn run(&self, ctx: &JobContext) -> Result<(), JobError> {
         let req: EnsureRefunds =
             serde_json::from_str(&ctx.op.payload).map_err(|e| JobError::Payload(e.to_string()))?;
-        self.plan(ctx, &req).await?;
+        let mut first_calls = self.plan(ctx, &req).await?;
         for w in sql::drafts_of_operation(&ctx.db, &ctx.op.id).await? {
-            self.drive(ctx, &w).await?;
+            let first_call = first_calls.remove(w.id.as_str());
+            self.drive(ctx, &w, first_call).await?;
         }
         Ok(())
     }

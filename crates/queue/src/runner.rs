@@ -163,19 +163,26 @@ impl Started {
             this.reconcile_stats.clone(),
             shutdown.clone(),
         ));
-        let permits = Arc::new(Semaphore::new(this.config.concurrency.max(1)));
+        let concurrency = this.config.concurrency.max(1);
+        let permits = Arc::new(Semaphore::new(concurrency));
         let wakeup = this.db.wakeup();
         let mut running = JoinSet::new();
+        // Whether the last claim took all it asked for, so more work is likely waiting. While
+        // it is, free slots are claimed a batch at a time (a quarter of them at least), not
+        // one per finished operation: a claim is a write transaction, and with a backlog
+        // one per operation would cost as much as the operation's own. Without a backlog
+        // a single free slot is claimed at once, so new work starts without delay.
+        let mut backlog = false;
         loop {
             if *shutdown.borrow() {
                 break;
             }
             let free = permits.available_permits();
-            let mut claimed_any = false;
-            if free > 0 {
+            let batch = if backlog { (concurrency / 4).max(1) } else { 1 };
+            if free >= batch {
                 match this.claim(free).await {
                     Ok(ops) => {
-                        claimed_any = !ops.is_empty();
+                        backlog = ops.len() == free;
                         for op in ops {
                             let Ok(permit) = permits.clone().acquire_owned().await else {
                                 break;
@@ -191,10 +198,16 @@ impl Started {
                 }
             }
             while running.try_join_next().is_some() {}
-            if claimed_any && permits.available_permits() > 0 {
+            if backlog && permits.available_permits() >= (concurrency / 4).max(1) {
                 continue;
             }
-            let sleep = this.idle_sleep().await;
+            // Waiting for slots to free up with work queued: a finished operation wakes
+            // this loop, and there is no need to ask when the next work is due.
+            let sleep = if backlog && !running.is_empty() {
+                this.config.poll_interval
+            } else {
+                this.idle_sleep().await
+            };
             tokio::select! {
                 _ = wakeup.notified() => {}
                 _ = tokio::time::sleep(sleep) => {}

@@ -93,36 +93,68 @@ pub(crate) async fn start_call(
 ) -> Result<String, JobError> {
     let log_id = SfId::generate(ObjectType::PaymentGatewayLog).into_string();
     let now = now_ms();
-    let request = serde_json::json!({
-        "idempotencyKey": w.id.as_str(),
-        "paymentRef": w.payment_ref,
-        "amount": w.amount.minor(),
-        "currency": w.currency().code(),
-    })
-    .to_string();
     let mut tx = begin(db, run).await?;
     if interaction == Interaction::ReferencedRefund {
         sql::count_attempt(&mut tx, w.id.as_str(), now).await?;
     }
+    let call = Call {
+        refund_id: w.id.as_str(),
+        payment_ref: w.payment_ref.as_deref(),
+        amount: w.amount.minor(),
+        currency: w.currency().code(),
+        summary_id: w.summary_id.as_str(),
+        gateway_id: w.gateway_id.as_str(),
+    };
+    write_initiated(&mut tx, &log_id, interaction, &call, now).await?;
+    tx.commit().await?;
+    Ok(log_id)
+}
+
+/// A provider call about a refund, as its `Initiated` log row records it.
+pub(crate) struct Call<'a> {
+    pub refund_id: &'a str,
+    pub payment_ref: Option<&'a str>,
+    pub amount: i64,
+    pub currency: &'a str,
+    pub summary_id: &'a str,
+    pub gateway_id: &'a str,
+}
+
+/// Writes the `Initiated` log row of `call` in the caller's transaction: by
+/// [`start_call`], or by the plan for each refund's first call (so the Draft, its key and
+/// the record of its first call are durable in one commit, before the call).
+pub(crate) async fn write_initiated(
+    tx: &mut Tx,
+    log_id: &str,
+    interaction: Interaction,
+    call: &Call<'_>,
+    now: i64,
+) -> Result<(), JobError> {
+    let request = serde_json::json!({
+        "idempotencyKey": call.refund_id,
+        "paymentRef": call.payment_ref,
+        "amount": call.amount,
+        "currency": call.currency,
+    })
+    .to_string();
     sql::insert_log(
-        &mut tx,
+        tx,
         &NewLog {
-            id: &log_id,
+            id: log_id,
             interaction_type: interaction.as_str(),
             interaction_status: InteractionStatus::Initiated,
-            sf_ref_number: w.id.as_str(),
+            sf_ref_number: call.refund_id,
             request: Some(&request),
-            refund_id: w.id.as_str(),
-            summary_id: w.summary_id.as_str(),
-            gateway_id: w.gateway_id.as_str(),
+            refund_id: call.refund_id,
+            summary_id: call.summary_id,
+            gateway_id: call.gateway_id,
             is_notification: false,
-            currency: w.currency().code(),
+            currency: call.currency,
             now,
         },
     )
     .await?;
-    tx.commit().await?;
-    Ok(log_id)
+    Ok(())
 }
 
 /// The log row of an answer that does not come from a call of ours (a notification, or

@@ -532,19 +532,20 @@ async fn a_panicking_job_fails_its_run_and_retries_are_bounded(backend: Backend)
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
-/// Makes every insert into the gateway log fail (as a broken disk or a bug would), or
-/// stops doing so.
+/// Makes every write of a provider's answer into the gateway log fail (as a broken disk or
+/// a bug would), or stops doing so. The `Initiated` rows still go in, so a plan commits
+/// and its first calls are made; recording what they answered fails.
 async fn break_gateway_logs(app: &TestApp, broken: bool) {
     let statements: &[&str] = match (app.db.backend(), broken) {
         (refunds_store::Backend::Sqlite, true) => &[
-            "CREATE TRIGGER refuse_logs BEFORE INSERT ON payment_gateway_logs \
+            "CREATE TRIGGER refuse_logs BEFORE UPDATE ON payment_gateway_logs \
              BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
         ],
         (refunds_store::Backend::Sqlite, false) => &["DROP TRIGGER refuse_logs"],
         (refunds_store::Backend::Postgres, true) => &[
             "CREATE FUNCTION refuse_logs() RETURNS trigger AS $$ \
              BEGIN RAISE EXCEPTION 'injected failure'; END $$ LANGUAGE plpgsql",
-            "CREATE TRIGGER refuse_logs BEFORE INSERT ON payment_gateway_logs \
+            "CREATE TRIGGER refuse_logs BEFORE UPDATE ON payment_gateway_logs \
              FOR EACH ROW EXECUTE FUNCTION refuse_logs()",
         ],
         (refunds_store::Backend::Postgres, false) => {
@@ -596,8 +597,9 @@ async fn a_failed_operation_hands_its_drafts_to_reconciliation(backend: Backend)
     assert!(description.contains(refund_id), "{description}");
     assert_eq!(exceptions[0]["Priority"], "High");
 
-    // The cause goes away; reconciliation finds the refund never reached the provider and
-    // sends it, with its key: refunded once.
+    // The cause goes away; reconciliation looks the refund up by its key, finds what the
+    // provider made of the call whose answer could not be recorded, and settles it:
+    // refunded once.
     break_gateway_logs(&app, false).await;
     app.settle().await;
     let refund = app.record("Refund", refund_id).await;

@@ -8,6 +8,7 @@
 //! them into leg reservations ([`take_for_plan`]) and every other ending gives them back
 //! ([`release`]), each once, by conditional, row-count-checked statements.
 
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::db::expect_one;
@@ -26,31 +27,9 @@ pub struct Unadmitted {
 /// Locks the order summary's row until the transaction ends (PostgreSQL; SQLite's writer
 /// is already alone), so that what an admission reads cannot change under it: every
 /// statement that takes money from an order (admission, planning) holds this lock.
+/// [`crate::refunds::order_funds`] with `lock` takes the same lock in its own read.
 pub async fn lock_order(tx: &mut Tx, order_id: &str) -> Result<bool> {
     locks::lock_row(tx, "order_summaries", "id", order_id).await
-}
-
-/// What earlier admissions of the order and of the credit memo hold.
-pub async fn admitted(
-    tx: &mut Tx,
-    order_id: &str,
-    credit_memo_id: Option<&str>,
-) -> Result<(i64, i64)> {
-    let order: Option<i64> =
-        sqlx::query_scalar("SELECT admitted_amount FROM order_summaries WHERE id = $1")
-            .bind(order_id)
-            .fetch_optional(tx.conn())
-            .await?;
-    let memo: Option<i64> = match credit_memo_id {
-        None => None,
-        Some(id) => {
-            sqlx::query_scalar("SELECT admitted_amount FROM credit_memos WHERE id = $1")
-                .bind(id)
-                .fetch_optional(tx.conn())
-                .await?
-        }
-    };
-    Ok((order.unwrap_or(0), memo.unwrap_or(0)))
 }
 
 /// Sets `amount` aside on the order, only while its payment summaries have that much
@@ -93,10 +72,29 @@ pub struct Held {
     pub credit_memo: Option<(String, i64)>,
 }
 
-/// Clears the operation's record of what its admission set aside and gives it back to
-/// the order and the credit memo: in the plan transaction (which then reserves legs
-/// instead) or when the operation ends before planning. Once: a second call finds
-/// nothing held. Answers what was held.
+impl Held {
+    /// From a row of `background_operations` with `parent_key`, `admitted_amount`,
+    /// `admitted_credit_memo_id` and `admitted_credit_memo_amount`; `None` when the
+    /// operation was admitted without setting money aside.
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Held> {
+        Ok(Held {
+            order_id: row.try_get("parent_key")?,
+            amount: row.try_get("admitted_amount")?,
+            credit_memo: match row.try_get::<Option<String>, _>("admitted_credit_memo_id")? {
+                Some(id) => Some((
+                    id,
+                    row.try_get::<Option<i64>, _>("admitted_credit_memo_amount")?
+                        .unwrap_or(0),
+                )),
+                None => None,
+            },
+        })
+    }
+}
+
+/// Reads what the operation's admission set aside and gives it back (see [`hand_back`]),
+/// when the operation ends before planning. Once: a second call finds nothing held.
+/// Answers what was held.
 async fn give_back(tx: &mut Tx, operation_id: &str, now: i64) -> Result<Option<Held>> {
     let Some(row) = sqlx::query(
         "SELECT parent_key, admitted_amount, admitted_credit_memo_id, admitted_credit_memo_amount \
@@ -108,24 +106,23 @@ async fn give_back(tx: &mut Tx, operation_id: &str, now: i64) -> Result<Option<H
     else {
         return Ok(None);
     };
-    let held = Held {
-        order_id: row.try_get("parent_key")?,
-        amount: row.try_get("admitted_amount")?,
-        credit_memo: match row.try_get::<Option<String>, _>("admitted_credit_memo_id")? {
-            Some(id) => Some((
-                id,
-                row.try_get::<Option<i64>, _>("admitted_credit_memo_amount")?
-                    .unwrap_or(0),
-            )),
-            None => None,
-        },
-    };
+    let held = Held::from_row(&row)?;
+    hand_back(tx, operation_id, &held, now).await?;
+    Ok(Some(held))
+}
+
+/// Clears the operation's record of what its admission set aside (`held`, as read from its
+/// row) and gives it back to the order and the credit memo. Once: the first statement only
+/// matches while the operation is unplanned and still holds exactly `held`.
+async fn hand_back(tx: &mut Tx, operation_id: &str, held: &Held, now: i64) -> Result<()> {
     let r = sqlx::query(
         "UPDATE background_operations SET admitted_amount = 0, admitted_credit_memo_amount = 0 \
-         WHERE id = $1 AND planned_at IS NULL AND admitted_amount = $2",
+         WHERE id = $1 AND planned_at IS NULL AND admitted_amount = $2 \
+           AND COALESCE(admitted_credit_memo_amount, 0) = $3",
     )
     .bind(operation_id)
     .bind(held.amount)
+    .bind(held.credit_memo.as_ref().map_or(0, |(_, amount)| *amount))
     .execute(tx.conn())
     .await?;
     expect_one(r, || {
@@ -159,7 +156,7 @@ async fn give_back(tx: &mut Tx, operation_id: &str, now: i64) -> Result<Option<H
             expect_one(r, || format!("credit memo {cm} holding {amount}"))?;
         }
     }
-    Ok(Some(held))
+    Ok(())
 }
 
 /// The operation ended before planning: what its admission set aside goes back.
@@ -167,8 +164,9 @@ pub async fn release(tx: &mut Tx, operation_id: &str, now: i64) -> Result<()> {
     give_back(tx, operation_id, now).await.map(drop)
 }
 
-/// In the plan transaction: what the admission set aside is handed over to the plan,
-/// which reserves it leg by leg. `None` for an operation admitted without setting aside.
-pub async fn take_for_plan(tx: &mut Tx, operation_id: &str, now: i64) -> Result<Option<Held>> {
-    give_back(tx, operation_id, now).await
+/// In the plan transaction: what the admission set aside (`held`, as the claim read it
+/// from the operation's row) is handed over to the plan, which reserves it leg by leg.
+/// A second hand-over, or one of an amount the row does not hold, is refused.
+pub async fn take_for_plan(tx: &mut Tx, operation_id: &str, held: &Held, now: i64) -> Result<()> {
+    hand_back(tx, operation_id, held, now).await
 }

@@ -64,6 +64,12 @@ pub struct Claimed {
     pub retry_backoff_ms: i64,
     /// Times this operation was taken over from a worker that stopped renewing its lease.
     pub rescues: i64,
+    /// Whether an earlier run already planned it (a rescued or retried run must not plan
+    /// twice). Only this run's lease holder can change it, so it holds for the whole run.
+    pub planned: bool,
+    /// What its admission set aside, until it plans (`None`: nothing, or admitted before
+    /// admissions set money aside).
+    pub held: Option<crate::admission::Held>,
 }
 
 /// The statuses in which an operation holds its line (unfinished; with `planned_at IS
@@ -174,6 +180,10 @@ const CLAIM_RETURNING: &[&str] = &[
     "retry_limit",
     "retry_backoff",
     "rescue_count",
+    "planned_at",
+    "admitted_amount",
+    "admitted_credit_memo_id",
+    "admitted_credit_memo_amount",
 ];
 
 /// The claim statements, for the tests that pin their query plans: the rescue of expired
@@ -225,6 +235,11 @@ pub async fn claim(
                 retry_limit: r.try_get("retry_limit")?,
                 retry_backoff_ms: r.try_get("retry_backoff")?,
                 rescues: r.try_get("rescue_count")?,
+                planned: r.try_get::<Option<i64>, _>("planned_at")?.is_some(),
+                held: match r.try_get::<Option<i64>, _>("admitted_amount")? {
+                    Some(_) => Some(crate::admission::Held::from_row(r)?),
+                    None => None,
+                },
             });
         }
     }

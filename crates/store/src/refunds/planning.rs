@@ -22,6 +22,8 @@ pub struct PaymentFunds {
     pub summary_id: String,
     pub gateway_id: String,
     pub refundable: i64,
+    /// The provider's reference of the captured payment (`GatewayRefNumber`).
+    pub payment_ref: Option<String>,
 }
 
 /// The order summary and its refundable money, oldest first (the deterministic tie-break).
@@ -30,73 +32,72 @@ pub struct OrderFunds {
     pub order_id: String,
     pub life_cycle_type: String,
     pub currency: String,
+    /// What earlier admissions of the order's operations hold (see [`crate::admission`]).
+    pub admitted: i64,
     pub summaries: Vec<SummaryFunds>,
+    /// Grouped by summary, in the summaries' order; oldest first within a summary.
     pub payments: Vec<PaymentFunds>,
 }
 
-/// Reads an order's funds in three queries. With `lock` on PostgreSQL the summaries and
-/// payments stay locked until the transaction ends, so the reservations that follow see
-/// exactly what the allocation saw.
+/// Reads an order, its payment summaries and their payments in one statement. With `lock`
+/// on PostgreSQL the order summary's row stays locked until the transaction ends: every
+/// transaction that takes money from an order (admission, planning) holds it, so they run
+/// one at a time per order. The summaries and payments are not locked: what other writers
+/// do to them meanwhile (a settlement moving reserved money to refunded, a release) never
+/// lowers what this order has available, and each reservation that follows re-checks it
+/// in its own conditional statement.
 pub async fn order_funds(tx: &mut Tx, order_id: &str, lock: bool) -> Result<Option<OrderFunds>> {
-    let (lock_clause, lock_payments) = if lock {
-        let backend = tx.backend();
-        (
-            locks::for_update(backend),
-            locks::for_update_of(backend, "p"),
-        )
+    let lock_clause = if lock {
+        locks::for_update_of(tx.backend(), "o")
     } else {
-        ("", String::new())
+        String::new()
     };
-    let Some(head) = sqlx::query(&format!(
-        "SELECT order_life_cycle_type, currency_iso_code FROM order_summaries WHERE id = $1{lock_clause}"
+    let rows = sqlx::query(&format!(
+        "SELECT o.order_life_cycle_type, o.currency_iso_code, o.admitted_amount, \
+         s.id AS summary_id, s.captured_amount - s.refunded_amount - s.pending_refund_amount AS available, \
+         p.id AS payment_id, p.payment_gateway_id, p.gateway_ref_number, \
+         CASE WHEN p.status = 'Processed' THEN p.amount - p.total_refund_applied - p.pending_refund_amount \
+              ELSE 0 END AS refundable \
+         FROM order_summaries o \
+         LEFT JOIN order_payment_summaries s ON s.order_summary_id = o.id \
+         LEFT JOIN payments p ON p.order_payment_summary_id = s.id \
+         WHERE o.id = $1 ORDER BY s.created_date, s.id, p.created_date, p.id{lock_clause}"
     ))
     .bind(order_id)
-    .fetch_optional(tx.conn())
-    .await?
-    else {
+    .fetch_all(tx.conn())
+    .await?;
+    let Some(head) = rows.first() else {
         return Ok(None);
     };
-    let summaries = sqlx::query(&format!(
-        "SELECT id, captured_amount - refunded_amount - pending_refund_amount AS available FROM order_payment_summaries \
-         WHERE order_summary_id = $1 ORDER BY created_date, id{lock_clause}"
-    ))
-    .bind(order_id)
-    .fetch_all(tx.conn())
-    .await?
-    .iter()
-    .map(|r| {
-        Ok(SummaryFunds {
-            id: r.try_get("id")?,
-            available: r.try_get::<i64, _>("available")?.max(0),
-        })
-    })
-    .collect::<Result<Vec<_>>>()?;
-    let payments = sqlx::query(&format!(
-        "SELECT p.id, p.order_payment_summary_id, p.payment_gateway_id, \
-         CASE WHEN p.status = 'Processed' THEN p.amount - p.total_refund_applied - p.pending_refund_amount ELSE 0 END AS refundable \
-         FROM payments p JOIN order_payment_summaries s ON s.id = p.order_payment_summary_id \
-         WHERE s.order_summary_id = $1 ORDER BY p.created_date, p.id{lock_payments}"
-    ))
-    .bind(order_id)
-    .fetch_all(tx.conn())
-    .await?
-    .iter()
-    .map(|r| {
-        Ok(PaymentFunds {
-            id: r.try_get("id")?,
-            summary_id: r.try_get("order_payment_summary_id")?,
-            gateway_id: r.try_get("payment_gateway_id")?,
-            refundable: r.try_get::<i64, _>("refundable")?.max(0),
-        })
-    })
-    .collect::<Result<Vec<_>>>()?;
-    Ok(Some(OrderFunds {
+    let mut funds = OrderFunds {
         order_id: order_id.to_string(),
         life_cycle_type: head.try_get("order_life_cycle_type")?,
         currency: head.try_get("currency_iso_code")?,
-        summaries,
-        payments,
-    }))
+        admitted: head.try_get("admitted_amount")?,
+        summaries: Vec::new(),
+        payments: Vec::new(),
+    };
+    for r in &rows {
+        let Some(summary_id) = r.try_get::<Option<String>, _>("summary_id")? else {
+            continue; // an order without payment summaries: its one row has none
+        };
+        if funds.summaries.last().map(|s| s.id.as_str()) != Some(summary_id.as_str()) {
+            funds.summaries.push(SummaryFunds {
+                id: summary_id.clone(),
+                available: r.try_get::<i64, _>("available")?.max(0),
+            });
+        }
+        if let Some(payment_id) = r.try_get::<Option<String>, _>("payment_id")? {
+            funds.payments.push(PaymentFunds {
+                id: payment_id,
+                summary_id,
+                gateway_id: r.try_get("payment_gateway_id")?,
+                refundable: r.try_get::<i64, _>("refundable")?.max(0),
+                payment_ref: r.try_get("gateway_ref_number")?,
+            });
+        }
+    }
+    Ok(Some(funds))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,11 +106,13 @@ pub struct CreditMemoRow {
     pub reference_entity_id: String,
     pub balance: i64,
     pub status: String,
+    /// What earlier admissions hold of the balance (see [`crate::admission`]).
+    pub admitted: i64,
 }
 
 pub async fn credit_memo(tx: &mut Tx, id: &str) -> Result<Option<CreditMemoRow>> {
     let row = sqlx::query(
-        "SELECT id, reference_entity_id, balance, status FROM credit_memos WHERE id = $1",
+        "SELECT id, reference_entity_id, balance, status, admitted_amount FROM credit_memos WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(tx.conn())
@@ -120,6 +123,7 @@ pub async fn credit_memo(tx: &mut Tx, id: &str) -> Result<Option<CreditMemoRow>>
             reference_entity_id: r.try_get("reference_entity_id")?,
             balance: r.try_get("balance")?,
             status: r.try_get("status")?,
+            admitted: r.try_get("admitted_amount")?,
         })
     })
     .transpose()
@@ -262,6 +266,9 @@ pub struct NewRefund<'a> {
     pub credit_memo_id: Option<&'a str>,
     pub credit_memo_amount: i64,
     pub currency: &'a str,
+    /// Provider calls already counted against it: 1 when the plan also writes the first
+    /// call's `Initiated` log row in its own transaction.
+    pub attempts: i64,
     pub now: i64,
 }
 
@@ -271,8 +278,8 @@ pub async fn insert_refund(tx: &mut Tx, r: &NewRefund<'_>) -> Result<()> {
     sqlx::query(
         "INSERT INTO refunds (id, background_operation_id, leg, order_payment_summary_id, payment_id, \
          payment_gateway_id, amount, credit_memo_id, credit_memo_amount, status, type, processing_mode, \
-         client_context, currency_iso_code, created_date, last_modified_date) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'Draft', 'Referenced', 'Salesforce', $10, $11, $12, $12)",
+         client_context, currency_iso_code, attempts, created_date, last_modified_date) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'Draft', 'Referenced', 'Salesforce', $10, $11, $13, $12, $12)",
     )
     .bind(r.id)
     .bind(r.operation_id)
@@ -286,6 +293,7 @@ pub async fn insert_refund(tx: &mut Tx, r: &NewRefund<'_>) -> Result<()> {
     .bind(format!("{}:{}", r.operation_id, r.leg))
     .bind(r.currency)
     .bind(r.now)
+    .bind(r.attempts)
     .execute(tx.conn())
     .await?;
     Ok(())
