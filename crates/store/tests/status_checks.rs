@@ -10,95 +10,14 @@ use refunds_domain::{
 };
 use refunds_store::schema::{self, object_def};
 use refunds_store::FieldKind;
-use refunds_store::{Backend, Db, StoreError};
-use sqlx::Connection;
+use refunds_store::{Backend, StoreError};
 
-/// A fresh, migrated database, dropped again by [`Scratch::finish`].
-struct Scratch {
-    db: Db,
-    _dir: Option<tempfile::TempDir>,
-    pg: Option<(String, String)>,
-}
+mod common;
 
-async fn scratch(backend: Backend) -> Option<Scratch> {
-    let scratch = match backend {
-        Backend::Sqlite => {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let url = format!("sqlite:{}", dir.path().join("s.db").display());
-            Scratch {
-                db: Db::connect(&url).await.expect("open sqlite"),
-                _dir: Some(dir),
-                pg: None,
-            }
-        }
-        Backend::Postgres => {
-            let admin = match std::env::var("REFUNDS_TEST_POSTGRES_URL") {
-                Ok(url) if !url.is_empty() => url,
-                _ => {
-                    assert!(
-                        std::env::var("CI").map_or(true, |v| v != "true"),
-                        "CI=true but REFUNDS_TEST_POSTGRES_URL is not set"
-                    );
-                    eprintln!(
-                        "notice: REFUNDS_TEST_POSTGRES_URL is not set; skipping a PostgreSQL test"
-                    );
-                    return None;
-                }
-            };
-            // Generated ids are unique within the process, and alphanumeric.
-            let name = format!(
-                "refunds_checks_{}",
-                SfId::generate(ObjectType::Refund).as_str().to_lowercase()
-            );
-            let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect");
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .expect("create database");
-            conn.close().await.ok();
-            let db = Db::connect(&with_database(&admin, &name))
-                .await
-                .expect("open postgres");
-            Scratch {
-                db,
-                _dir: None,
-                pg: Some((admin, name)),
-            }
-        }
-    };
-    scratch.db.migrate().await.expect("migrate");
-    Some(scratch)
-}
+use common::{scratch, Scratch};
 
-/// The server URL `url` with its database name replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let host = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{host}/{name}?{q}"),
-        None => format!("{host}/{name}"),
-    }
-}
-
+/// Plain SQL on the scratch database, outside the store's statements.
 impl Scratch {
-    async fn finish(self) {
-        self.db.close().await;
-        if let Some((admin, name)) = self.pg {
-            let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect");
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut conn)
-                .await
-                .expect("drop database");
-        }
-    }
-
     async fn exec(&self, sql: &str) -> Result<u64, sqlx::Error> {
         sqlx::query(sql)
             .execute(self.db.pool())
