@@ -282,10 +282,16 @@ impl NotificationItem {
 
     /// What this (verified) notification says of its refund, received at `received_at_ms`:
     /// `REFUND` with `success: "true"` settles it, anything else declines it with Adyen's
-    /// reason. The item itself is kept as the log's response.
+    /// reason. The item itself (without its signature) is kept as the log's response, and
+    /// every text is bounded and made storable as a provider's answer is: the sender
+    /// writes these texts, so they are bounded here, not trusted.
     pub fn outcome(&self, received_at_ms: i64) -> Outcome {
         let success = self.succeeded();
-        Outcome {
+        let mut logged = self.clone();
+        if let Some(data) = logged.additional_data.as_mut() {
+            data.remove("hmacSignature");
+        }
+        let mut outcome = Outcome {
             code: if success {
                 SfResultCode::Success
             } else {
@@ -301,8 +307,10 @@ impl NotificationItem {
             gateway_date_ms: Some(received_at_ms),
             settles_later: false,
             raw_request: None,
-            raw_response: Some(format!("{self:?}")),
-        }
+            raw_response: Some(format!("{logged:?}")),
+        };
+        crate::http::redact_outcome(&mut outcome, None);
+        outcome
     }
 
     /// Adyen's signing string: eight fields joined by `:`.
@@ -422,6 +430,24 @@ mod tests {
             (declined.code, declined.message.as_deref()),
             (SfResultCode::Decline, Some("[refund-fail]"))
         );
+    }
+
+    #[test]
+    fn a_notification_s_texts_are_bounded_and_storable_and_its_signature_is_not_logged() {
+        let mut item = parse_notification(EXAMPLE.as_bytes()).unwrap().remove(0);
+        item.success = "false".into();
+        item.reason = Some(format!("bad\0{}", "x".repeat(5_000)));
+        let outcome = item.outcome(0);
+        let message = outcome.message.unwrap();
+        assert!(!message.contains('\0') && message.contains('\u{FFFD}'));
+        let marker = "…[truncated]".len();
+        assert!(message.ends_with("…[truncated]"), "{message}");
+        assert!(message.len() <= crate::redact::MAX_LOGGED_TEXT + marker);
+        let logged = outcome.raw_response.unwrap();
+        assert!(!logged.contains('\0'));
+        assert!(logged.len() <= crate::redact::MAX_LOGGED_BODY + marker);
+        assert!(!logged.contains("hmacSignature"), "{logged}");
+        assert!(logged.contains("REFUNDPSP0000001"), "{logged}");
     }
 
     #[tokio::test]

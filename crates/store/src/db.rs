@@ -51,7 +51,7 @@ pub struct Db {
     /// SQLite's writer (see [`Writer`]); PostgreSQL needs none.
     writer: Option<Arc<Writer>>,
     /// Wakes this process's workers after an enqueue commits (and, on PostgreSQL, on a
-    /// NOTIFY from another process, forwarded by the queue's listener).
+    /// NOTIFY from another process, forwarded by [`Db::forward_wakeups`]).
     wakeup: Arc<Notify>,
 }
 

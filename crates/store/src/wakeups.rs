@@ -34,13 +34,17 @@ impl Db {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot LISTEN for new operations; polling only");
-                    tokio::time::sleep(RECONNECT_AFTER).await;
+                    if stopped_while_waiting(&mut shutdown).await {
+                        return;
+                    }
                     continue;
                 }
             };
             if let Err(e) = listener.listen(WAKE_CHANNEL).await {
                 tracing::warn!(error = %e, "LISTEN failed; polling only");
-                tokio::time::sleep(RECONNECT_AFTER).await;
+                if stopped_while_waiting(&mut shutdown).await {
+                    return;
+                }
                 continue;
             }
             loop {
@@ -59,5 +63,14 @@ impl Db {
                 }
             }
         }
+    }
+}
+
+/// Waits [`RECONNECT_AFTER`] before the next attempt; true if `shutdown` turned true
+/// meanwhile (the wait ends then).
+async fn stopped_while_waiting(shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(RECONNECT_AFTER) => *shutdown.borrow(),
+        _ = shutdown.changed() => true,
     }
 }

@@ -245,14 +245,20 @@ async fn release_reservation(tx: &mut Tx, w: &RefundWork, now: i64) -> Result<()
     })?;
     if let (Some(cm), true) = (&w.credit_memo_id, w.credit_memo_amount.minor() > 0) {
         let r = sqlx::query(
-            "UPDATE credit_memos SET balance = balance + $1, last_modified_date = $2 WHERE id = $3",
+            "UPDATE credit_memos SET balance = balance + $1, last_modified_date = $2 \
+             WHERE id = $3 AND balance + $1 <= total_amount_with_tax",
         )
         .bind(w.credit_memo_amount.minor())
         .bind(now)
         .bind(cm.as_str())
         .execute(tx.conn())
         .await?;
-        expect_one(r, || format!("credit memo {cm}"))?;
+        expect_one(r, || {
+            format!(
+                "credit memo {cm} with room to take back {}",
+                w.credit_memo_amount
+            )
+        })?;
     }
     Ok(())
 }
