@@ -37,7 +37,7 @@ pub async fn lock_order(tx: &mut Tx, order_id: &str) -> Result<bool> {
 pub async fn admit_on_order(tx: &mut Tx, order_id: &str, amount: i64) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE order_summaries SET admitted_amount = admitted_amount + $1 \
-         WHERE id = $2 AND admitted_amount + $1 <= (SELECT COALESCE(SUM(CASE \
+         WHERE id = $2 AND $1 > 0 AND admitted_amount + $1 <= (SELECT COALESCE(SUM(CASE \
              WHEN captured_amount - refunded_amount - pending_refund_amount > 0 \
              THEN captured_amount - refunded_amount - pending_refund_amount ELSE 0 END), 0) \
            FROM order_payment_summaries WHERE order_summary_id = $2)",
@@ -54,7 +54,7 @@ pub async fn admit_on_order(tx: &mut Tx, order_id: &str, amount: i64) -> Result<
 pub async fn admit_on_credit_memo(tx: &mut Tx, id: &str, amount: i64) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE credit_memos SET admitted_amount = admitted_amount + $1 \
-         WHERE id = $2 AND balance - admitted_amount >= $1",
+         WHERE id = $2 AND $1 > 0 AND balance - admitted_amount >= $1",
     )
     .bind(amount)
     .bind(id)

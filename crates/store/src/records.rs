@@ -172,10 +172,15 @@ pub async fn set_process_exception_status(
     status: &str,
     now: i64,
 ) -> Result<bool> {
-    let row = sqlx::query("SELECT status, order_summary_id FROM process_exceptions WHERE id = $1")
-        .bind(id)
-        .fetch_optional(tx.conn())
-        .await?;
+    // Locked until the transaction ends (PostgreSQL), so two status changes of one exception
+    // run one after the other and the order's active count moves once per real change.
+    let row = sqlx::query(&format!(
+        "SELECT status, order_summary_id FROM process_exceptions WHERE id = $1{}",
+        crate::dialect::locks::for_update(tx.backend())
+    ))
+    .bind(id)
+    .fetch_optional(tx.conn())
+    .await?;
     let Some(row) = row else { return Ok(false) };
     let old: String = row.try_get("status")?;
     let order: String = row.try_get("order_summary_id")?;
@@ -185,12 +190,16 @@ pub async fn set_process_exception_status(
         (false, true) => 1,
         _ => 0,
     };
-    sqlx::query("UPDATE process_exceptions SET status = $1, last_modified_date = $2 WHERE id = $3")
-        .bind(status)
-        .bind(now)
-        .bind(id)
-        .execute(tx.conn())
-        .await?;
+    let r = sqlx::query(
+        "UPDATE process_exceptions SET status = $1, last_modified_date = $2 WHERE id = $3 AND status = $4",
+    )
+    .bind(status)
+    .bind(now)
+    .bind(id)
+    .bind(&old)
+    .execute(tx.conn())
+    .await?;
+    crate::db::expect_one(r, || format!("process exception {id} in status {old}"))?;
     if delta != 0 {
         let r = sqlx::query(
             "UPDATE order_summaries SET active_process_exception_count = active_process_exception_count + $1, \
@@ -247,6 +256,8 @@ pub async fn payment_heads(tx: &mut Tx, ids: &[String]) -> Result<Vec<PaymentHea
 /// Creates an order payment summary over payments that belong to none yet, rolling their
 /// processed amounts into `AuthorizationAmount` and `CapturedAmount`. The payments are
 /// claimed with a conditional update, so two concurrent requests cannot both take one.
+/// `false` when a payment was taken first by another summary: by then the summary row is
+/// written, so the caller must roll the transaction back (the API answers 400 and drops it).
 pub async fn create_order_payment_summary(
     tx: &mut Tx,
     id: &str,

@@ -2086,6 +2086,112 @@ async fn concurrent_settlements_of_one_refund_move_its_money_once(backend: Backe
 
 /// Runs each `async fn(Backend)` above once per database: `<name>::sqlite` and
 /// `<name>::postgres`.
+/// No statement that moves money takes a negative or zero amount: each would move money the
+/// other way (a negative reservation releases someone else's, a negative admission lets
+/// later ones take more, a negative take raises a memo above its total). Each is refused by
+/// its first statement, so nothing is kept even when the transaction commits.
+async fn a_negative_or_zero_amount_moves_no_money(backend: Backend) {
+    let Some(s) = scratch(backend).await else {
+        return;
+    };
+    let o = order(&s).await;
+    // Something reserved and admitted, that a negative amount could give back.
+    let mut tx = s.begin().await;
+    sql::reserve(&mut tx, &o.summary, &o.a, 100, now_ms())
+        .await
+        .expect("reserve");
+    assert!(admission::admit_on_order(&mut tx, &o.order, 200)
+        .await
+        .expect("admit"));
+    assert!(admission::admit_on_credit_memo(&mut tx, &o.memo, 50)
+        .await
+        .expect("admit on memo"));
+    tx.commit().await.expect("commit");
+    let before = s.books(&o).await;
+    let rows = s.rows().await;
+    let op = "0BO000000000000001";
+    for amount in [-50, 0] {
+        let mut tx = s.begin().await;
+        let e = sql::reserve(&mut tx, &o.summary, &o.a, amount, now_ms())
+            .await
+            .expect_err("a reservation of nothing or less");
+        assert!(is_missing(&e, &o.summary), "{amount}: {e}");
+        let e = sql::take_from_credit_memo(&mut tx, &o.memo, amount, now_ms())
+            .await
+            .expect_err("a take of nothing or less");
+        assert!(is_missing(&e, &o.memo), "{amount}: {e}");
+        let e = sql::apply_credit_memo(
+            &mut tx,
+            &id(ObjectType::CreditMemoInvApplication),
+            &o.memo,
+            &o.invoice,
+            amount,
+            op,
+            "EUR",
+            now_ms(),
+        )
+        .await
+        .expect_err("an application of nothing or less");
+        assert!(is_missing(&e, &o.memo), "{amount}: {e}");
+        assert!(!admission::admit_on_order(&mut tx, &o.order, amount)
+            .await
+            .expect("admit"));
+        assert!(!admission::admit_on_credit_memo(&mut tx, &o.memo, amount)
+            .await
+            .expect("admit on memo"));
+        tx.commit().await.expect("commit");
+        assert_eq!(s.books(&o).await, before, "{amount}");
+        assert_eq!(s.rows().await, rows, "{amount}");
+    }
+    s.finish().await;
+}
+
+/// Two transactions resolving one process exception at once lower the order's active count
+/// once: the second waits for the first (PostgreSQL's row lock; SQLite's single writer)
+/// and then sees it resolved.
+async fn concurrent_resolutions_of_one_exception_count_once(backend: Backend) {
+    let Some(s) = scratch(backend).await else {
+        return;
+    };
+    let o = order(&s).await;
+    let (pe, other) = (exception_id(), exception_id());
+    let now = now_ms();
+    let mut tx = s.begin().await;
+    for id in [&pe, &other] {
+        sql::insert_process_exception(
+            &mut tx,
+            &NewProcessException::high(id, "m", "d", &o.order, &o.order, "op", now),
+        )
+        .await
+        .expect("raise");
+    }
+    tx.commit().await.expect("commit");
+    assert_eq!(s.books(&o).await.active_exceptions, 2);
+    let mut first = s.begin().await;
+    assert!(
+        records::set_process_exception_status(&mut first, &pe, "Resolved", now)
+            .await
+            .expect("first resolution")
+    );
+    let (db, id) = (s.db.clone(), pe.clone());
+    let second = race(&s, first, async move {
+        let mut tx = db.begin().await.expect("begin");
+        let found = records::set_process_exception_status(&mut tx, &id, "Voided", now)
+            .await
+            .expect("second resolution");
+        tx.commit().await.expect("commit");
+        found
+    })
+    .await;
+    assert!(second);
+    assert_eq!(
+        s.books(&o).await.active_exceptions,
+        1,
+        "the other exception is still open"
+    );
+    s.finish().await;
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         $(
@@ -2105,6 +2211,7 @@ macro_rules! on_both {
 
 on_both!(
     a_reservation_beyond_what_is_available_is_refused,
+    a_negative_or_zero_amount_moves_no_money,
     money_taken_from_a_credit_memo_beyond_its_balance_is_refused,
     an_invoice_is_paid_from_a_credit_memo_only_up_to_its_balance,
     an_admission_beyond_what_the_order_has_left_is_refused,
@@ -2133,4 +2240,5 @@ on_both!(
     concurrent_admissions_never_both_take_the_last_money,
     concurrent_releases_of_one_admission_give_it_back_once,
     concurrent_settlements_of_one_refund_move_its_money_once,
+    concurrent_resolutions_of_one_exception_count_once,
 );

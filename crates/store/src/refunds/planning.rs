@@ -180,7 +180,7 @@ pub async fn apply_credit_memo(
 ) -> Result<()> {
     take_from_credit_memo(tx, credit_memo_id, amount, now).await?;
     let r = sqlx::query(
-        "UPDATE invoices SET balance = balance - $1, last_modified_date = $2 WHERE id = $3 AND balance >= $1",
+        "UPDATE invoices SET balance = balance - $1, last_modified_date = $2 WHERE id = $3 AND $1 > 0 AND balance >= $1",
     )
     .bind(amount)
     .bind(now)
@@ -208,7 +208,8 @@ pub async fn apply_credit_memo(
 /// Lowers a credit memo's balance, only if it holds that much.
 pub async fn take_from_credit_memo(tx: &mut Tx, id: &str, amount: i64, now: i64) -> Result<()> {
     let r = sqlx::query(
-        "UPDATE credit_memos SET balance = balance - $1, last_modified_date = $2 WHERE id = $3 AND balance >= $1",
+        "UPDATE credit_memos SET balance = balance - $1, last_modified_date = $2 \
+         WHERE id = $3 AND $1 > 0 AND balance >= $1",
     )
     .bind(amount)
     .bind(now)
@@ -229,7 +230,8 @@ pub async fn reserve(
 ) -> Result<()> {
     let r = sqlx::query(
         "UPDATE order_payment_summaries SET pending_refund_amount = pending_refund_amount + $1, \
-         last_modified_date = $2 WHERE id = $3 AND captured_amount - refunded_amount - pending_refund_amount >= $1",
+         last_modified_date = $2 \
+         WHERE id = $3 AND $1 > 0 AND captured_amount - refunded_amount - pending_refund_amount >= $1",
     )
     .bind(amount)
     .bind(now)
@@ -241,7 +243,8 @@ pub async fn reserve(
     })?;
     let r = sqlx::query(
         "UPDATE payments SET pending_refund_amount = pending_refund_amount + $1, last_modified_date = $2 \
-         WHERE id = $3 AND status = 'Processed' AND amount - total_refund_applied - pending_refund_amount >= $1",
+         WHERE id = $3 AND $1 > 0 AND status = 'Processed' \
+           AND amount - total_refund_applied - pending_refund_amount >= $1",
     )
     .bind(amount)
     .bind(now)
