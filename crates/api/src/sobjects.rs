@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use refunds_domain::{Currency, ObjectType, SfId};
 use refunds_gateway::{is_secret_env_name, HostPolicy, Registry, SECRET_ENV_PREFIX};
+use refunds_queue::ByHand;
 use refunds_store::records::{self, Value as Stored};
 use refunds_store::schema::{object_def, Create, FieldDef, FieldKind, ObjectDef};
 use refunds_store::{now_ms, Tx};
@@ -515,18 +516,17 @@ async fn settle_by_hand(state: &AppState, id: &str, status: &str) -> Result<Resp
             .field("Status"))
         }
     };
-    let work = refunds_store::refunds::find_refund_work(&state.db, id)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
     let refused = |why: String| ApiError::bad_request("INVALID_INPUT", why).field("Status");
-    if let Some(why) = refunds_queue::by_hand_refused(&work) {
-        return Err(refused(why));
-    }
-    let settled = refunds_queue::settle_by_hand(&state.db, &work, refunded)
+    match refunds_queue::settle_refund_by_hand(&state.db, id, refunded)
         .await
-        .map_err(|e| ApiError::internal(&e))?;
-    if !settled {
-        return Err(refused(format!("Refund {id} was settled meanwhile")));
+        .map_err(|e| ApiError::internal(&e))?
+    {
+        ByHand::Settled => {}
+        ByHand::NotFound => return Err(ApiError::not_found()),
+        ByHand::Refused(why) => return Err(refused(why)),
+        ByHand::SettledMeanwhile => {
+            return Err(refused(format!("Refund {id} was settled meanwhile")))
+        }
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -17,8 +17,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use refunds_gateway::adyen::{parse_notification, NotificationItem};
-use refunds_store::refunds::{find_refund_work, RefundWork};
+use refunds_gateway::adyen::parse_notification;
+use refunds_queue::Delivery;
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -55,61 +55,15 @@ pub async fn adyen(
         ));
     }
     let items = parse_notification(&body).map_err(ApiError::json_parser)?;
-    let mut verified: Vec<(NotificationItem, RefundWork)> = Vec::new();
-    // An unauthenticated caller can name any reference: what it cannot match is counted
-    // and logged once per delivery, never once per item.
-    let mut unknown = 0usize;
-    let mut other_provider = 0usize;
-    for item in items.into_iter().filter(NotificationItem::is_refund_event) {
-        let Some(w) = find_refund_work(&state.db, &item.merchant_reference).await? else {
-            unknown += 1;
-            continue;
-        };
-        if w.provider_type != refunds_domain::ProviderType::Adyen {
-            other_provider += 1;
-            continue;
+    match refunds_queue::apply_adyen_delivery(&state.db, items)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+    {
+        Delivery::Accepted { .. } => {}
+        Delivery::NoKey => return Err(unauthorized("The notification cannot be verified")),
+        Delivery::BadSignature => {
+            return Err(unauthorized("The notification's HMAC signature is invalid"))
         }
-        let key = w
-            .webhook_hmac_key_env
-            .as_deref()
-            .and_then(|name| refunds_gateway::secret_from_env(Some(name)).ok());
-        let Some(key) = key else {
-            tracing::error!(gateway = %w.gateway_id, "no webhook HMAC key configured: cannot verify Adyen notifications");
-            return Err(unauthorized("The notification cannot be verified"));
-        };
-        if !item.verify(&key) {
-            tracing::warn!(refund = %w.id, "Adyen notification with a bad HMAC signature: delivery rejected");
-            return Err(unauthorized("The notification's HMAC signature is invalid"));
-        }
-        verified.push((item, w));
-    }
-    if unknown + other_provider > 0 {
-        tracing::warn!(
-            unknown_refunds = unknown,
-            other_providers = other_provider,
-            "Adyen notification items that name no Adyen refund: ignored"
-        );
-    }
-    for (item, w) in verified {
-        let success = item.succeeded();
-        let outcome = item.outcome(refunds_store::now_ms());
-        // Authentic is not the same as matching: a notification for another amount,
-        // currency or merchant account is not applied to this refund.
-        let mismatch = refunds_queue::notification_mismatch(
-            &w,
-            item.amount.value,
-            &item.amount.currency,
-            &item.merchant_account_code,
-        );
-        match mismatch {
-            Some(why) => {
-                refunds_queue::record_mismatched_notification(&state.db, &w, &outcome, &why).await
-            }
-            None => refunds_queue::settle_notification(&state.db, &w, &outcome, success)
-                .await
-                .map(|_| ()),
-        }
-        .map_err(|e| ApiError::internal(&e))?;
     }
     Ok(([(header::CONTENT_TYPE, "text/plain")], "[accepted]").into_response())
 }

@@ -21,11 +21,14 @@
 
 mod admit;
 mod keys;
+mod outside;
 mod reconcile;
 mod refund_job;
 mod runner;
 mod settle;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -35,13 +38,10 @@ use refunds_store::{Db, StoreError, Tx};
 use serde::{Deserialize, Serialize};
 
 pub use admit::{admit, AdmitRequest, Refusal};
+pub use outside::{apply_adyen_delivery, settle_refund_by_hand, ByHand, Delivery};
 pub use reconcile::{reconcile_due, ReconcileCounts, ReconcileStats};
 pub use refund_job::EnsureRefundsJob;
 pub use runner::{Runner, Started, MAX_RESCUES};
-pub use settle::{
-    by_hand_refused, notification_mismatch, record_mismatched_notification, settle_by_hand,
-    settle_notification,
-};
 
 /// The `Type` of ensure-refunds background operations.
 pub const ENSURE_REFUNDS: &str = "EnsureRefunds";
@@ -142,9 +142,43 @@ impl JobError {
 pub struct JobContext {
     pub db: Db,
     pub op: Claimed,
+    /// Set once the job has completed the operation in its own last transaction, so the
+    /// runner does not spend a transaction on it.
+    completed: Arc<AtomicBool>,
 }
 
 impl JobContext {
+    pub(crate) fn new(db: Db, op: Claimed) -> JobContext {
+        JobContext {
+            db,
+            op,
+            completed: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Marks the operation `Complete` inside `tx`, the job's last write of this run: the
+    /// run's final answer and the operation's completion then commit together. Call
+    /// [`JobContext::completed_with`] once `tx` has committed.
+    pub(crate) async fn complete_in(&self, tx: &mut Tx) -> Result<(), JobError> {
+        ops::complete_in(
+            tx,
+            &self.op.id,
+            self.op.lease_token,
+            refunds_store::now_ms(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The transaction that called [`JobContext::complete_in`] committed.
+    pub(crate) fn completed_with(&self) {
+        self.completed.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn completion(&self) -> Arc<AtomicBool> {
+        self.completed.clone()
+    }
+
     /// Opens a transaction that only commits if this run still holds its lease.
     pub async fn fenced(&self) -> Result<Tx, JobError> {
         let mut tx = self.db.begin().await?;

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use crate::keys::{self, Resend};
 use crate::settle::{
-    finish_call, format_amount, gateway_config, request_for, settle_with, start_call,
+    finish_call_completing, format_amount, gateway_config, request_for, settle_with, start_call,
     write_initiated, Call, Interaction, Then,
 };
 use crate::{ms, timed, EnsureRefunds, Job, JobContext, JobError, QueueConfig, ENSURE_REFUNDS};
@@ -244,13 +244,16 @@ impl EnsureRefundsJob {
 
     /// Asks the provider for one refund until the answer is final or unknown. `first_call`
     /// is the `Initiated` log row the plan wrote for its first call (the attempt is already
-    /// counted); without one, each call writes its own first.
+    /// counted); without one, each call writes its own first. For the operation's `last`
+    /// refund, the transaction that records the final answer also completes the operation.
     async fn drive(
         &self,
         ctx: &JobContext,
         w: &RefundWork,
         mut first_call: Option<String>,
+        last: bool,
     ) -> Result<(), JobError> {
+        let completes = last.then_some(ctx);
         let run = Some(&ctx.op);
         let provider = match self.provider_for(w) {
             Ok(p) => p,
@@ -261,7 +264,8 @@ impl EnsureRefundsJob {
                 };
                 let outcome = Outcome::bare(SfResultCode::PermanentFail, why);
                 let then = Then::Settle { poll_at: None };
-                finish_call(&ctx.db, run, w, &log_id, &outcome, false, 0, then).await?;
+                let call = (w, log_id.as_str(), &outcome, false, 0);
+                finish_call_completing(&ctx.db, run, call, then, completes).await?;
                 return Ok(());
             }
         };
@@ -302,7 +306,8 @@ impl EnsureRefundsJob {
                 }
                 _ => settle_with(&*provider, self.config.reconcile_delay),
             };
-            finish_call(&ctx.db, run, w, &log_id, &outcome, false, duration, then).await?;
+            let call = (w, log_id.as_str(), &outcome, false, duration);
+            finish_call_completing(&ctx.db, run, call, then, completes).await?;
             if then != Then::LogOnly {
                 return Ok(());
             }
@@ -322,9 +327,11 @@ impl Job for EnsureRefundsJob {
         let req: EnsureRefunds =
             serde_json::from_str(&ctx.op.payload).map_err(|e| JobError::Payload(e.to_string()))?;
         let mut first_calls = self.plan(ctx, &req).await?;
-        for w in sql::drafts_of_operation(&ctx.db, &ctx.op.id).await? {
+        let drafts = sql::drafts_of_operation(&ctx.db, &ctx.op.id).await?;
+        let last = drafts.len().saturating_sub(1);
+        for (i, w) in drafts.iter().enumerate() {
             let first_call = first_calls.remove(w.id.as_str());
-            self.drive(ctx, &w, first_call).await?;
+            self.drive(ctx, w, first_call, i == last).await?;
         }
         Ok(())
     }

@@ -295,10 +295,8 @@ impl Runner {
             op.clone(),
             self.config.lease,
         )));
-        let ctx = JobContext {
-            db: self.db.clone(),
-            op: op.clone(),
-        };
+        let ctx = JobContext::new(self.db.clone(), op.clone());
+        let completed = ctx.completion();
         let job_for_run = job.clone();
         let started = std::time::Instant::now();
         // In its own task, so that a panic in the job is this run's failure (retried as
@@ -320,7 +318,11 @@ impl Runner {
         let finished = match &result {
             Ok(()) => {
                 tracing::info!(operation = %op.id, ms = started.elapsed().as_millis() as u64, "operation complete");
-                ops::complete(&self.db, &op.id, op.lease_token, now).await
+                if completed.load(std::sync::atomic::Ordering::SeqCst) {
+                    Ok(())
+                } else {
+                    ops::complete(&self.db, &op.id, op.lease_token, now).await
+                }
             }
             Err(e) if e.lease_lost() => {
                 tracing::warn!(operation = %op.id, "lease lost; another worker has taken this operation over");
@@ -348,10 +350,7 @@ impl Runner {
     ) -> Result<(), refunds_store::StoreError> {
         tracing::error!(operation = %op.id, error, retry_in_ms = ?retry, "operation failed");
         if retry.is_none() {
-            let ctx = JobContext {
-                db: self.db.clone(),
-                op: op.clone(),
-            };
+            let ctx = JobContext::new(self.db.clone(), op.clone());
             if let Err(g) = job.give_up(&ctx, error).await {
                 tracing::error!(operation = %op.id, error = %g, "could not hand over what the failed operation left");
             }

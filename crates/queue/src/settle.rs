@@ -12,7 +12,7 @@ use refunds_store::refunds::{
 };
 use refunds_store::{now_ms, Db, Tx};
 
-use crate::JobError;
+use crate::{JobContext, JobError};
 
 /// Opens a transaction, fenced by the run's lease when there is a run.
 pub(crate) async fn begin(db: &Db, run: Option<&Claimed>) -> Result<Tx, JobError> {
@@ -240,6 +240,20 @@ pub(crate) async fn finish_call(
     duration_ms: i64,
     then: Then,
 ) -> Result<bool, JobError> {
+    let call = (w, log_id, outcome, not_found, duration_ms);
+    finish_call_completing(db, run, call, then, None).await
+}
+
+/// [`finish_call`], and with `completes` (the run's last answer, not a repeat) the run's
+/// operation is marked `Complete` in the same transaction.
+pub(crate) async fn finish_call_completing(
+    db: &Db,
+    run: Option<&Claimed>,
+    (w, log_id, outcome, not_found, duration_ms): (&RefundWork, &str, &Outcome, bool, i64),
+    then: Then,
+    completes: Option<&JobContext>,
+) -> Result<bool, JobError> {
+    let completes = completes.filter(|_| then != Then::LogOnly);
     let now = now_ms();
     let answer = answer_of(
         outcome,
@@ -268,13 +282,22 @@ pub(crate) async fn finish_call(
         }
     }
     if settled {
+        if let Some(ctx) = completes {
+            ctx.complete_in(&mut tx).await?;
+        }
         tx.commit().await?;
     } else {
         // Someone settled this refund first; keep our log line, change no money.
         tx.rollback().await?;
         let mut tx = begin(db, run).await?;
         sql::finish_log(&mut tx, log_id, w.summary_id.as_str(), &answer, now).await?;
+        if let Some(ctx) = completes {
+            ctx.complete_in(&mut tx).await?;
+        }
         tx.commit().await?;
+    }
+    if let Some(ctx) = completes {
+        ctx.completed_with();
     }
     Ok(settled)
 }
@@ -396,7 +419,7 @@ pub(crate) async fn finish_pending(
 /// `IsNotification = Yes` — and settles the refund if it is still `Pending` (or still
 /// `Draft`, its answer not yet recorded). Repeated notifications are logged and change
 /// nothing else. Returns whether it settled the refund.
-pub async fn settle_notification(
+pub(crate) async fn settle_notification(
     db: &Db,
     w: &RefundWork,
     outcome: &Outcome,
@@ -481,7 +504,7 @@ async fn contradicted(
 /// What a verified notification says about its refund that the refund does not: another
 /// amount or currency, or (when the gateway names one) another merchant account. `None`
 /// when it matches.
-pub fn notification_mismatch(
+pub(crate) fn notification_mismatch(
     w: &RefundWork,
     amount: i64,
     currency: &str,
@@ -507,7 +530,7 @@ pub fn notification_mismatch(
 /// notification kept in the log) and handed to a person with a process exception; the
 /// refund and its money stay as they are. A repeat of the same notification raises no
 /// second exception while the first is still open.
-pub async fn record_mismatched_notification(
+pub(crate) async fn record_mismatched_notification(
     db: &Db,
     w: &RefundWork,
     outcome: &Outcome,
@@ -540,7 +563,7 @@ pub async fn record_mismatched_notification(
 /// (`Draft`, reconciliation gave up), or it is `Pending` (accepted, awaiting the provider's
 /// word). A `Draft` still being worked on — called right now, or being looked up — is not:
 /// a person's answer could cross the provider's.
-pub fn by_hand_refused(w: &RefundWork) -> Option<String> {
+pub(crate) fn by_hand_refused(w: &RefundWork) -> Option<String> {
     use refunds_domain::ReconcileState;
     match (w.status, w.reconcile_state) {
         (RefundStatus::Draft, ReconcileState::Manual) | (RefundStatus::Pending, _) => None,
@@ -557,7 +580,11 @@ pub fn by_hand_refused(w: &RefundWork) -> Option<String> {
 /// reserved money to refunded, otherwise the money is released (and the credit memo
 /// restored). Logged like a provider's answer (result code `manual`); a hand-over
 /// exception on the refund is resolved. False if the refund was settled meanwhile.
-pub async fn settle_by_hand(db: &Db, w: &RefundWork, refunded: bool) -> Result<bool, JobError> {
+pub(crate) async fn settle_by_hand(
+    db: &Db,
+    w: &RefundWork,
+    refunded: bool,
+) -> Result<bool, JobError> {
     let now = now_ms();
     let log_id = SfId::generate(ObjectType::PaymentGatewayLog).into_string();
     let mut tx = db.begin().await?;

@@ -330,6 +330,14 @@ async fn finish(
     Ok(Some(()))
 }
 
+/// Marks a run `Complete` (fenced) inside the caller's transaction, which then commits the
+/// run's last write and its completion together.
+pub async fn complete_in(tx: &mut Tx, id: &str, token: i64, now: i64) -> Result<()> {
+    finish(tx, id, Some(token), OperationStatus::Complete, None, now)
+        .await?
+        .ok_or_else(|| StoreError::LeaseLost(id.to_string()))
+}
+
 /// Marks a run `Complete` (fenced).
 pub async fn complete(db: &Db, id: &str, token: i64, now: i64) -> Result<()> {
     let mut tx = db.begin().await?;
