@@ -1,5 +1,9 @@
 //! The one place `IN` lists and placeholder lists are spelled.
 
+use sqlx::any::AnyRow;
+
+use crate::{Result, Tx};
+
 /// `$first, $first+1, …`: `n` numbered placeholders.
 pub(crate) fn placeholders(first: usize, n: usize) -> impl Iterator<Item = String> {
     (first..first + n).map(|i| format!("${i}"))
@@ -21,6 +25,28 @@ where
     }
     sql.push(')');
     sql
+}
+
+/// The rows `select` (`SELECT … FROM table`) reads whose `id` is one of `ids`, followed by
+/// `then` (an `ORDER BY`, or nothing), in the caller's transaction; none without ids.
+pub(crate) async fn rows_with_ids(
+    tx: &mut Tx,
+    select: &str,
+    then: &str,
+    ids: &[String],
+) -> Result<Vec<AnyRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "{select} WHERE {}{then}",
+        in_list("id", placeholders(1, ids.len()))
+    );
+    let mut query = sqlx::query(&sql);
+    for id in ids {
+        query = query.bind(id.as_str());
+    }
+    Ok(query.fetch_all(tx.conn()).await?)
 }
 
 #[cfg(test)]

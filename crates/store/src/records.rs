@@ -3,7 +3,7 @@
 use refunds_domain::ObjectType;
 use sqlx::Row;
 
-use crate::lists::{in_list, placeholders};
+use crate::lists::{placeholders, rows_with_ids};
 use crate::schema::{object_def, FieldDef, FieldKind};
 use crate::{Db, Result, Tx};
 
@@ -226,31 +226,24 @@ pub struct PaymentHead {
 }
 
 pub async fn payment_heads(tx: &mut Tx, ids: &[String]) -> Result<Vec<PaymentHead>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let sql = format!(
-        "SELECT id, order_payment_summary_id, amount, status, currency_iso_code FROM payments WHERE {}",
-        in_list("id", placeholders(1, ids.len()))
-    );
-    let mut query = sqlx::query(&sql);
-    for id in ids {
-        query = query.bind(id.as_str());
-    }
-    query
-        .fetch_all(tx.conn())
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(PaymentHead {
-                id: r.try_get("id")?,
-                summary_id: r.try_get("order_payment_summary_id")?,
-                amount: r.try_get("amount")?,
-                status: r.try_get("status")?,
-                currency: r.try_get("currency_iso_code")?,
-            })
+    rows_with_ids(
+        tx,
+        "SELECT id, order_payment_summary_id, amount, status, currency_iso_code FROM payments",
+        "",
+        ids,
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(PaymentHead {
+            id: r.try_get("id")?,
+            summary_id: r.try_get("order_payment_summary_id")?,
+            amount: r.try_get("amount")?,
+            status: r.try_get("status")?,
+            currency: r.try_get("currency_iso_code")?,
         })
-        .collect()
+    })
+    .collect()
 }
 
 /// Creates an order payment summary over payments that belong to none yet, rolling their

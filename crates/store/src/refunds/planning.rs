@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use crate::db::expect_one;
 use crate::dialect::locks;
-use crate::lists::{in_list, placeholders};
+use crate::lists::rows_with_ids;
 use crate::{Result, Tx};
 
 /// An order payment summary as the allocator needs it.
@@ -139,30 +139,23 @@ pub struct InvoiceRow {
 
 /// The given invoices that exist, oldest first.
 pub async fn invoices(tx: &mut Tx, ids: &[String]) -> Result<Vec<InvoiceRow>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let sql = format!(
-        "SELECT id, reference_entity_id, balance, status FROM invoices WHERE {} ORDER BY created_date, id",
-        in_list("id", placeholders(1, ids.len()))
-    );
-    let mut query = sqlx::query(&sql);
-    for id in ids {
-        query = query.bind(id.as_str());
-    }
-    query
-        .fetch_all(tx.conn())
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(InvoiceRow {
-                id: r.try_get("id")?,
-                reference_entity_id: r.try_get("reference_entity_id")?,
-                balance: r.try_get("balance")?,
-                status: r.try_get("status")?,
-            })
+    rows_with_ids(
+        tx,
+        "SELECT id, reference_entity_id, balance, status FROM invoices",
+        " ORDER BY created_date, id",
+        ids,
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(InvoiceRow {
+            id: r.try_get("id")?,
+            reference_entity_id: r.try_get("reference_entity_id")?,
+            balance: r.try_get("balance")?,
+            status: r.try_get("status")?,
         })
-        .collect()
+    })
+    .collect()
 }
 
 /// Pays `amount` of an invoice from a credit memo: both balances drop and a
