@@ -173,12 +173,13 @@ impl Started {
         // one per operation would cost as much as the operation's own. Without a backlog
         // a single free slot is claimed at once, so new work starts without delay.
         let mut backlog = false;
+        let refill = (concurrency / 4).max(1);
         loop {
             if *shutdown.borrow() {
                 break;
             }
             let free = permits.available_permits();
-            let batch = if backlog { (concurrency / 4).max(1) } else { 1 };
+            let batch = if backlog { refill } else { 1 };
             if free >= batch {
                 match this.claim(free).await {
                     Ok(ops) => {
@@ -198,7 +199,7 @@ impl Started {
                 }
             }
             while running.try_join_next().is_some() {}
-            if backlog && permits.available_permits() >= (concurrency / 4).max(1) {
+            if backlog && permits.available_permits() >= refill {
                 continue;
             }
             // Waiting for slots to free up with work queued: a finished operation wakes

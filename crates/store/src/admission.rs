@@ -12,25 +12,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::db::expect_one;
-use crate::dialect::locks;
 use crate::{Result, Tx};
-
-/// What an order and a credit memo still have for a new admission.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Unadmitted {
-    /// What the order's payment summaries have available beyond earlier admissions.
-    pub order: i64,
-    /// The credit memo's balance beyond earlier admissions (0 without a credit memo).
-    pub credit_memo: i64,
-}
-
-/// Locks the order summary's row until the transaction ends (PostgreSQL; SQLite's writer
-/// is already alone), so that what an admission reads cannot change under it: every
-/// statement that takes money from an order (admission, planning) holds this lock.
-/// [`crate::refunds::order_funds`] with `lock` takes the same lock in its own read.
-pub async fn lock_order(tx: &mut Tx, order_id: &str) -> Result<bool> {
-    locks::lock_row(tx, "order_summaries", "id", order_id).await
-}
 
 /// Sets `amount` aside on the order, only while its payment summaries have that much
 /// available beyond what is already set aside. False (and nothing changed) if not.

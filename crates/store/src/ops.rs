@@ -341,17 +341,8 @@ pub async fn complete_in(tx: &mut Tx, id: &str, token: i64, now: i64) -> Result<
 /// Marks a run `Complete` (fenced).
 pub async fn complete(db: &Db, id: &str, token: i64, now: i64) -> Result<()> {
     let mut tx = db.begin().await?;
-    let done = finish(
-        &mut tx,
-        id,
-        Some(token),
-        OperationStatus::Complete,
-        None,
-        now,
-    )
-    .await?;
-    tx.commit().await?;
-    done.ok_or_else(|| StoreError::LeaseLost(id.to_string()))
+    complete_in(&mut tx, id, token, now).await?;
+    tx.commit().await
 }
 
 /// Ends a failed run (fenced). With `retry_in_ms` the operation is `Scheduled` to run again

@@ -379,9 +379,11 @@ fn payment(o: &Order, id: &str, amount: i64, status: &str) -> Vec<(&'static str,
 async fn enqueue(s: &Scratch, o: &Order, admitted: Option<(i64, i64)>) -> String {
     let op = id(ObjectType::BackgroundOperation);
     let mut tx = s.begin().await;
-    assert!(admission::lock_order(&mut tx, &o.order)
+    // As admission does: the order's funds read with its row locked.
+    assert!(sql::order_funds(&mut tx, &o.order, true)
         .await
-        .expect("lock"));
+        .expect("lock")
+        .is_some());
     if let Some((amount, memo)) = admitted {
         if amount > 0 {
             assert!(admission::admit_on_order(&mut tx, &o.order, amount)

@@ -295,16 +295,6 @@ pub async fn insert_refund(tx: &mut Tx, r: &NewRefund<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Whether the operation already fixed its refunds (a rescued run must not plan twice).
-pub async fn is_planned(tx: &mut Tx, operation_id: &str) -> Result<bool> {
-    let planned: Option<Option<i64>> =
-        sqlx::query_scalar("SELECT planned_at FROM background_operations WHERE id = $1")
-            .bind(operation_id)
-            .fetch_optional(tx.conn())
-            .await?;
-    Ok(matches!(planned, Some(Some(_))))
-}
-
 /// Records that the operation's refunds are fixed, in the planning transaction: the
 /// operation stops holding its order's line, so the next one may plan.
 pub async fn mark_planned(tx: &mut Tx, operation_id: &str, now: i64) -> Result<()> {
