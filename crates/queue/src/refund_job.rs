@@ -258,10 +258,7 @@ impl EnsureRefundsJob {
         let provider = match self.provider_for(w) {
             Ok(p) => p,
             Err(why) => {
-                let log_id = match first_call {
-                    Some(log_id) => log_id,
-                    None => start_call(&ctx.db, run, w, Interaction::ReferencedRefund).await?,
-                };
+                let log_id = call_log(ctx, w, first_call).await?;
                 let outcome = Outcome::bare(SfResultCode::PermanentFail, why);
                 let then = Then::Settle { poll_at: None };
                 let call = (w, log_id.as_str(), &outcome, false, 0);
@@ -285,10 +282,7 @@ impl EnsureRefundsJob {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let log_id = match first_call.take() {
-                Some(log_id) => log_id,
-                None => start_call(&ctx.db, run, w, Interaction::ReferencedRefund).await?,
-            };
+            let log_id = call_log(ctx, w, first_call.take()).await?;
             let (outcome, duration) = timed(provider.refund(&request)).await;
             tracing::info!(
                 operation = %w.operation_id, refund = %w.id, amount = w.amount.minor(), attempt,
@@ -314,6 +308,19 @@ impl EnsureRefundsJob {
             let pause = self.config.provider_backoff * 2u32.saturating_pow(attempt - 1);
             tokio::time::sleep(pause).await;
         }
+    }
+}
+
+/// The `Initiated` log row of the call about to be made for `w`: the one its plan wrote
+/// (`planned`, its attempt already counted), or one written now.
+async fn call_log(
+    ctx: &JobContext,
+    w: &RefundWork,
+    planned: Option<String>,
+) -> Result<String, JobError> {
+    match planned {
+        Some(log_id) => Ok(log_id),
+        None => start_call(&ctx.db, Some(&ctx.op), w, Interaction::ReferencedRefund).await,
     }
 }
 
